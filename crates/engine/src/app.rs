@@ -1,0 +1,106 @@
+//! Loading the WSGI application: a script file executed as a fresh module (as mod_wsgi loads a
+//! `WSGIScriptAlias` target), or a `module:callable` imported normally.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+use crate::error::EngineError;
+use crate::traceback::format_exception;
+
+/// Where the application comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// A WSGI script file (`hello.py`, `mysite.wsgi`): any file name, executed as a module of its own.
+    Script(PathBuf),
+    /// An importable module, by dotted name.
+    Module(String),
+}
+
+/// What to load and which callable in it to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    /// The script or module.
+    pub source: AppSource,
+    /// The callable's name (mod_wsgi's `WSGICallableObject`, `application` by default).
+    pub callable: String,
+}
+
+impl AppSpec {
+    /// How logs and errors name this app: the script path, or `module:callable`.
+    pub fn label(&self) -> String {
+        match &self.source {
+            AppSource::Script(path) => path.display().to_string(),
+            AppSource::Module(module) => format!("{module}:{}", self.callable),
+        }
+    }
+}
+
+/// A loaded application.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) callable: Py<PyAny>,
+}
+
+/// The module name mod_wsgi gives a script file: unique per path, so two scripts never share a module.
+pub(crate) fn script_module_name(py: Python<'_>, path: &std::path::Path) -> PyResult<String> {
+    let digest = py
+        .import("hashlib")?
+        .call_method1("md5", (path.as_os_str().as_encoded_bytes(),))?
+        .call_method0("hexdigest")?;
+    Ok(format!("_mod_wsgi_{}", digest.extract::<String>()?))
+}
+
+pub(crate) fn load(py: Python<'_>, spec: &AppSpec) -> Result<App, EngineError> {
+    let load_error = |err: PyErr| EngineError::AppLoad {
+        target: spec.label(),
+        traceback: format_exception(py, &err),
+    };
+    let module = match &spec.source {
+        AppSource::Script(path) => {
+            let source = std::fs::read(path).map_err(|source| EngineError::ScriptRead {
+                path: path.clone(),
+                source,
+            })?;
+            exec_script(py, path, &source).map_err(load_error)?
+        }
+        AppSource::Module(name) => py.import(name.as_str()).map_err(load_error)?,
+    };
+    let callable = match module.getattr(spec.callable.as_str()) {
+        Ok(callable) => callable,
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
+            return Err(EngineError::NoCallable {
+                target: spec.label(),
+                callable: spec.callable.clone(),
+            })
+        }
+        Err(err) => return Err(load_error(err)),
+    };
+    Ok(App {
+        callable: callable.unbind(),
+    })
+}
+
+fn exec_script<'py>(
+    py: Python<'py>,
+    path: &std::path::Path,
+    source: &[u8],
+) -> PyResult<Bound<'py, PyModule>> {
+    let name = script_module_name(py, path)?;
+    let module = PyModule::new(py, &name)?;
+    module.setattr("__file__", path)?;
+    let builtins = py.import("builtins")?;
+    let code = builtins
+        .getattr("compile")?
+        .call1((source, path, "exec", 0, true))?;
+    let modules = py.import("sys")?.getattr("modules")?;
+    modules.set_item(&name, &module)?;
+    let globals = module.dict();
+    globals.set_item("__builtins__", &builtins)?;
+    if let Err(err) = builtins.getattr("exec")?.call1((code, &globals)) {
+        modules.del_item(&name)?;
+        return Err(err);
+    }
+    Ok(module)
+}

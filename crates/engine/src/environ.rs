@@ -1,0 +1,327 @@
+//! The CGI half of the WSGI environ: the variables a host supplies for a request, and, for hosts that speak
+//! HTTP themselves, their derivation from a raw request per PEP 3333 (PATH_INFO percent-decoded to latin-1,
+//! HTTP_* keys with repeated headers joined, underscore and `Proxy` headers dropped).
+//!
+//! It owns no Python objects; turning these into a dict is [`crate::request`]'s job. Apache builds its own CGI
+//! variables and never calls [`from_http`].
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+/// A variable's name.
+pub type Key = Cow<'static, str>;
+/// A variable's value: bytes that become a latin-1 `str` in the environ.
+pub type Value = Cow<'static, [u8]>;
+
+/// The CGI variables of one request, in the order the host gave them. Keys are unique.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgiVars {
+    vars: Vec<(Key, Value)>,
+}
+
+impl CgiVars {
+    /// An empty set with room for `n` variables.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            vars: Vec::with_capacity(n),
+        }
+    }
+
+    /// Sets `key` to `value`, replacing an earlier value.
+    pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
+        let key = key.into();
+        let value = value.into();
+        match self.vars.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((key, value)),
+        }
+    }
+
+    /// Appends `value` to `key`'s value after `separator`, or sets it if absent.
+    pub fn append(&mut self, key: impl Into<Key>, separator: &[u8], value: &[u8]) {
+        let key = key.into();
+        match self.vars.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) => {
+                let existing = existing.to_mut();
+                existing.extend_from_slice(separator);
+                existing.extend_from_slice(value);
+            }
+            None => self.vars.push((key, Cow::Owned(value.to_vec()))),
+        }
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.vars.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// Every variable, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.vars.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// How many variables there are.
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+}
+
+/// A request as an HTTP host received it, borrowed from the host's own types.
+#[derive(Debug, Clone)]
+pub struct HttpRequest<'a, H> {
+    /// The method, e.g. `GET`.
+    pub method: &'a str,
+    /// The request-target exactly as sent: origin form (`/a%20b?x=1`), absolute form or `*`.
+    pub target: &'a [u8],
+    /// `HTTP/1.0` or `HTTP/1.1`, the client's own version.
+    pub protocol: &'static str,
+    /// Header names (lowercase, as HTTP/1 parsers give them) and values, repeated names repeated.
+    pub headers: H,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the connection arrived on.
+    pub local: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Where the app is mounted, without a trailing slash (`""` at the root).
+    pub script_name: &'a str,
+}
+
+/// Derives the CGI variables of an HTTP request per PEP 3333 and CGI/1.1.
+pub fn from_http<'a, H>(request: HttpRequest<'a, H>) -> CgiVars
+where
+    H: Iterator<Item = (&'a str, &'a [u8])>,
+{
+    let mut vars = CgiVars::with_capacity(24);
+    let (path, query) = split_target(request.target);
+    let path_info = decode_path(path, request.script_name.as_bytes());
+    vars.set("REQUEST_METHOD", method_value(request.method));
+    vars.set("SCRIPT_NAME", request.script_name.as_bytes().to_vec());
+    vars.set("PATH_INFO", path_info);
+    vars.set("QUERY_STRING", query.to_vec());
+    vars.set("REQUEST_URI", request.target.to_vec());
+    vars.set("SERVER_PROTOCOL", request.protocol.as_bytes());
+    vars.set("GATEWAY_INTERFACE", &b"CGI/1.1"[..]);
+    vars.set(
+        "SERVER_SOFTWARE",
+        concat!("rwsgi/", env!("CARGO_PKG_VERSION")).as_bytes(),
+    );
+    vars.set("REMOTE_ADDR", request.peer.ip().to_string().into_bytes());
+    vars.set("REMOTE_PORT", request.peer.port().to_string().into_bytes());
+    vars.set("SERVER_ADDR", request.local.ip().to_string().into_bytes());
+    vars.set("SERVER_PORT", request.local.port().to_string().into_bytes());
+    if request.scheme == "https" {
+        vars.set("HTTPS", &b"1"[..]);
+    }
+    let mut host = None;
+    for (name, value) in request.headers {
+        match name {
+            "content-type" => vars.set("CONTENT_TYPE", value.to_vec()),
+            "content-length" => vars.set("CONTENT_LENGTH", value.to_vec()),
+            // httpoxy: a client must not be able to set HTTP_PROXY for the app's HTTP libraries.
+            "proxy" => {}
+            // `X_Foo` and `X-Foo` would both become HTTP_X_FOO; a spoofed underscore header must not shadow
+            // one a proxy set, so names with `_` are dropped (as Apache 2.4 and mod_wsgi do).
+            _ if name.contains('_') => {}
+            _ => {
+                if name == "host" {
+                    host = Some(value);
+                }
+                vars.append(header_key(name), b", ", value);
+            }
+        }
+    }
+    let server_name = host
+        .map(host_without_port)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| request.local.ip().to_string().into_bytes());
+    vars.set("SERVER_NAME", server_name);
+    vars
+}
+
+fn method_value(method: &str) -> Value {
+    const COMMON: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
+    match COMMON.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m.as_bytes()),
+        None => Cow::Owned(method.as_bytes().to_vec()),
+    }
+}
+
+/// `HTTP_` followed by the name in upper case with `-` as `_`.
+fn header_key(name: &str) -> Key {
+    const COMMON: [(&str, &str); 12] = [
+        ("host", "HTTP_HOST"),
+        ("user-agent", "HTTP_USER_AGENT"),
+        ("accept", "HTTP_ACCEPT"),
+        ("accept-encoding", "HTTP_ACCEPT_ENCODING"),
+        ("accept-language", "HTTP_ACCEPT_LANGUAGE"),
+        ("connection", "HTTP_CONNECTION"),
+        ("cookie", "HTTP_COOKIE"),
+        ("referer", "HTTP_REFERER"),
+        ("cache-control", "HTTP_CACHE_CONTROL"),
+        ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
+        ("authorization", "HTTP_AUTHORIZATION"),
+        (
+            "upgrade-insecure-requests",
+            "HTTP_UPGRADE_INSECURE_REQUESTS",
+        ),
+    ];
+    if let Some((_, key)) = COMMON.iter().find(|(n, _)| *n == name) {
+        return Cow::Borrowed(key);
+    }
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    key.extend(name.chars().map(|c| {
+        if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
+    Cow::Owned(key)
+}
+
+/// Splits a request-target into its path and query, dropping an absolute form's scheme and authority.
+fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    let without_authority = match target.windows(3).position(|w| w == b"://") {
+        Some(at) if !target.starts_with(b"/") => {
+            let rest = &target[at + 3..];
+            rest.iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .map_or(&b""[..], |slash| &rest[slash..])
+        }
+        _ => target,
+    };
+    match without_authority.iter().position(|&b| b == b'?') {
+        Some(q) => (&without_authority[..q], &without_authority[q + 1..]),
+        None => (without_authority, b""),
+    }
+}
+
+/// Percent-decodes the path, then removes the mount point so SCRIPT_NAME + PATH_INFO is the whole path.
+fn decode_path(path: &[u8], script_name: &[u8]) -> Vec<u8> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode(path).collect();
+    match decoded.strip_prefix(script_name) {
+        Some(rest) if !script_name.is_empty() && (rest.is_empty() || rest.starts_with(b"/")) => {
+            rest.to_vec()
+        }
+        _ => decoded,
+    }
+}
+
+fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.starts_with(b"[") {
+        // An IPv6 literal: keep the brackets, drop a trailing :port.
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(
+        target: &'a [u8],
+        headers: &'a [(&'a str, &'a [u8])],
+    ) -> HttpRequest<'a, impl Iterator<Item = (&'a str, &'a [u8])>> {
+        HttpRequest {
+            method: "GET",
+            target,
+            protocol: "HTTP/1.1",
+            headers: headers.iter().copied(),
+            peer: "10.1.2.3:5555".parse().unwrap(),
+            local: "127.0.0.1:8000".parse().unwrap(),
+            scheme: "http",
+            script_name: "",
+        }
+    }
+
+    fn get<'v>(vars: &'v CgiVars, key: &str) -> Option<&'v str> {
+        vars.get(key).map(|v| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn path_info_is_percent_decoded_and_query_kept_raw() {
+        let vars = from_http(request(b"/a%20b/%E2%82%AC?x=%20y&z", &[]));
+        assert_eq!(vars.get("PATH_INFO").unwrap(), b"/a b/\xe2\x82\xac");
+        assert_eq!(get(&vars, "QUERY_STRING"), Some("x=%20y&z"));
+        assert_eq!(get(&vars, "REQUEST_URI"), Some("/a%20b/%E2%82%AC?x=%20y&z"));
+        assert_eq!(get(&vars, "SCRIPT_NAME"), Some(""));
+    }
+
+    #[test]
+    fn absolute_form_drops_scheme_and_authority() {
+        let vars = from_http(request(b"http://example.com:81/p?q", &[]));
+        assert_eq!(get(&vars, "PATH_INFO"), Some("/p"));
+        assert_eq!(get(&vars, "QUERY_STRING"), Some("q"));
+    }
+
+    #[test]
+    fn script_name_is_removed_from_path_info() {
+        let mut req = request(b"/app/x/y", &[]);
+        req.script_name = "/app";
+        let vars = from_http(req);
+        assert_eq!(get(&vars, "SCRIPT_NAME"), Some("/app"));
+        assert_eq!(get(&vars, "PATH_INFO"), Some("/x/y"));
+    }
+
+    #[test]
+    fn headers_map_to_http_keys_joined_and_filtered() {
+        let headers: &[(&str, &[u8])] = &[
+            ("host", b"example.com:8080"),
+            ("x-thing", b"a"),
+            ("x-thing", b"b"),
+            ("x_thing", b"spoofed"),
+            ("proxy", b"http://evil"),
+            ("content-type", b"text/plain"),
+            ("content-length", b"5"),
+        ];
+        let vars = from_http(request(b"/", headers));
+        assert_eq!(get(&vars, "HTTP_X_THING"), Some("a, b"));
+        assert_eq!(get(&vars, "HTTP_PROXY"), None);
+        assert_eq!(get(&vars, "CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get(&vars, "CONTENT_LENGTH"), Some("5"));
+        assert_eq!(get(&vars, "HTTP_CONTENT_TYPE"), None);
+        assert_eq!(get(&vars, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&vars, "SERVER_PORT"), Some("8000"));
+        assert_eq!(get(&vars, "REMOTE_ADDR"), Some("10.1.2.3"));
+        assert_eq!(get(&vars, "REMOTE_PORT"), Some("5555"));
+    }
+
+    #[test]
+    fn server_name_falls_back_to_local_address_and_keeps_ipv6_brackets() {
+        assert_eq!(
+            get(&from_http(request(b"/", &[])), "SERVER_NAME"),
+            Some("127.0.0.1")
+        );
+        let headers: &[(&str, &[u8])] = &[("host", b"[::1]:8000")];
+        assert_eq!(
+            get(&from_http(request(b"/", headers)), "SERVER_NAME"),
+            Some("[::1]")
+        );
+    }
+
+    #[test]
+    fn set_replaces_and_append_joins() {
+        let mut vars = CgiVars::default();
+        vars.set("A", &b"1"[..]);
+        vars.set("A", &b"2"[..]);
+        vars.append("B", b"; ", b"x");
+        vars.append("B", b"; ", b"y");
+        assert_eq!(vars.len(), 2);
+        assert_eq!(vars.get("A"), Some(&b"2"[..]));
+        assert_eq!(vars.get("B"), Some(&b"x; y"[..]));
+    }
+}

@@ -1,0 +1,89 @@
+//! `wsgi.errors`: a text stream whose lines go to the host's error log, tagged with the request's id.
+//!
+//! Line buffered: a line is logged when its newline arrives, on `flush()`, or when the stream is dropped.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+
+use crate::host::ErrorLog;
+
+/// The `wsgi.errors` object.
+#[pyclass(module = "mod_wsgi", name = "Log", frozen)]
+pub struct ErrorStream {
+    log: Arc<dyn ErrorLog>,
+    request_id: Option<String>,
+    pending: Mutex<String>,
+}
+
+impl ErrorStream {
+    pub(crate) fn new(log: Arc<dyn ErrorLog>, request_id: Option<String>) -> Self {
+        Self {
+            log,
+            request_id,
+            pending: Mutex::new(String::new()),
+        }
+    }
+
+    fn emit(&self, text: &str) {
+        self.log.write(self.request_id.as_deref(), text);
+    }
+
+    fn take_complete_lines(&self, text: &str) -> Option<String> {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.push_str(text);
+        let end = pending.rfind('\n')? + 1;
+        let rest = pending.split_off(end);
+        Some(std::mem::replace(&mut *pending, rest))
+    }
+}
+
+#[pymethods]
+impl ErrorStream {
+    fn write(&self, text: &str) {
+        if let Some(lines) = self.take_complete_lines(text) {
+            self.emit(&lines);
+        }
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(line?.extract::<&str>()?);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {
+        let rest = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if !rest.is_empty() {
+            self.emit(&rest);
+        }
+    }
+
+    fn close(&self) {
+        self.flush();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        false
+    }
+
+    fn isatty(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for ErrorStream {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

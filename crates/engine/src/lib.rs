@@ -1,0 +1,189 @@
+//! The rwsgi engine: everything WSGI and Python, for any host.
+//!
+//! A host (the standalone `rwsgi` server, the Apache module) starts the interpreter with
+//! [`interp::initialize`], loads an application into an [`Engine`], and hands it [`Request`]s: CGI variables
+//! plus the blocking I/O handles of [`host`]. The engine builds the environ, calls the app, validates
+//! `start_response`, streams the response and reports errors; it knows nothing of sockets, tokio, hyper or
+//! Apache.
+//!
+//! Threads: [`Engine::serve`] runs a thread that takes requests from a [`RequestSource`] and keeps the GIL
+//! from one request to the next while more are waiting, releasing it only to wait; that is what keeps many
+//! threads from fighting over the GIL. [`Engine::handle`] serves one request from any thread.
+#![deny(missing_docs)]
+
+mod app;
+mod environ;
+mod errors;
+mod file_wrapper;
+mod host;
+mod input;
+pub mod interp;
+mod pyapi;
+mod request;
+mod start_response;
+mod traceback;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+pub use app::{AppSource, AppSpec};
+pub use environ::{from_http, CgiVars, HttpRequest, Key, Value};
+pub use error::EngineError;
+pub use host::{
+    BodyChunk, BodyReader, ClientGone, ErrorLog, FileRegion, Output, ResponseHead, ResponseSink,
+    StderrLog, TrySendError,
+};
+pub use pyapi::MOD_WSGI_API_VERSION;
+pub use request::{Outcome, Request};
+
+mod error;
+
+/// How the host runs the app, as the environ and the `mod_wsgi` module report it.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Worker threads per process (`wsgi.multithread` when more than one).
+    pub threads: usize,
+    /// Processes serving the app (`wsgi.multiprocess` when more than one).
+    pub processes: usize,
+    /// mod_wsgi's process group name (`""` outside daemon mode).
+    pub process_group: String,
+    /// mod_wsgi's application group name.
+    pub application_group: String,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            processes: 1,
+            process_group: String::new(),
+            application_group: String::new(),
+        }
+    }
+}
+
+/// Where a serving thread gets its requests. The host implements the queueing policy.
+pub trait RequestSource: Sync {
+    /// The next request if one is waiting. Called with the GIL held: it must not block.
+    fn try_next(&self) -> Option<Request>;
+    /// Waits for the next request; `None` ends the thread. Called with the GIL released.
+    fn next(&self) -> Option<Request>;
+    /// Called once the thread holds the GIL again after [`RequestSource::next`] returned a request.
+    fn attached(&self) {}
+    /// Called after each request, with the GIL held.
+    fn finished(&self, _outcome: &Outcome) {}
+}
+
+/// A loaded application, ready to serve requests from any number of threads.
+pub struct Engine {
+    app: app::App,
+    label: String,
+    log: Arc<dyn ErrorLog>,
+    environ_template: Py<PyDict>,
+    /// Environ keys as Python strings, made once: most requests repeat the same few dozen.
+    keys: Mutex<HashMap<Box<str>, Py<PyString>>>,
+}
+
+/// Bounds the key cache so a client inventing header names cannot grow it without end.
+const MAX_CACHED_KEYS: usize = 512;
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("app", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Loads the app (the interpreter must be initialised). Import errors come back with their traceback.
+    pub fn load(
+        spec: &AppSpec,
+        options: &EngineOptions,
+        log: Arc<dyn ErrorLog>,
+    ) -> Result<Self, EngineError> {
+        Python::attach(|py| {
+            let interp_err =
+                |e: PyErr| EngineError::Interpreter(traceback::format_exception(py, &e));
+            pyapi::install(py, options).map_err(interp_err)?;
+            let environ_template = environ_template(py, spec, options).map_err(interp_err)?;
+            let app = app::load(py, spec)?;
+            Ok(Self {
+                app,
+                label: spec.label(),
+                log,
+                environ_template: environ_template.unbind(),
+                keys: Mutex::new(HashMap::new()),
+            })
+        })
+    }
+
+    /// Serves one request on the calling thread.
+    pub fn handle(&self, request: Request) -> Outcome {
+        Python::attach(|py| request::run(py, self, request))
+    }
+
+    /// Serves requests from `source` on the calling thread until it runs dry.
+    pub fn serve(&self, source: &dyn RequestSource) {
+        Python::attach(|py| loop {
+            let request = match source.try_next() {
+                Some(request) => request,
+                None => match py.detach(|| source.next()) {
+                    Some(request) => {
+                        source.attached();
+                        request
+                    }
+                    None => return,
+                },
+            };
+            let outcome = request::run(py, self, request);
+            source.finished(&outcome);
+        })
+    }
+
+    fn key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(key) = keys.get(name) {
+            return key.bind(py).clone();
+        }
+        let key = PyString::intern(py, name);
+        if keys.len() < MAX_CACHED_KEYS {
+            keys.insert(name.into(), key.clone().unbind());
+        }
+        key
+    }
+}
+
+/// The environ keys that are the same for every request; each request starts from a copy.
+fn environ_template<'py>(
+    py: Python<'py>,
+    spec: &AppSpec,
+    options: &EngineOptions,
+) -> PyResult<Bound<'py, PyDict>> {
+    let environ = PyDict::new(py);
+    environ.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+    environ.set_item("wsgi.url_scheme", "http")?;
+    environ.set_item("wsgi.multithread", options.threads > 1)?;
+    environ.set_item("wsgi.multiprocess", options.processes > 1)?;
+    environ.set_item("wsgi.run_once", false)?;
+    environ.set_item("wsgi.input_terminated", true)?;
+    environ.set_item(
+        "wsgi.file_wrapper",
+        py.get_type::<file_wrapper::FileWrapper>(),
+    )?;
+    let v = MOD_WSGI_API_VERSION;
+    environ.set_item("mod_wsgi.version", PyTuple::new(py, [v.0, v.1, v.2])?)?;
+    environ.set_item("mod_wsgi.process_group", &options.process_group)?;
+    environ.set_item("mod_wsgi.application_group", &options.application_group)?;
+    environ.set_item("mod_wsgi.callable_object", &spec.callable)?;
+    if let AppSource::Script(path) = &spec.source {
+        environ.set_item("SCRIPT_FILENAME", path)?;
+    }
+    Ok(environ)
+}

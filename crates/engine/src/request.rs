@@ -1,0 +1,310 @@
+//! Driving one request through the application: build the environ, call the app, consume its iterable
+//! lazily, always call `close()`, and turn every failure into a 500 or an aborted response plus a traceback.
+//!
+//! Runs on a Python thread with the GIL held; it releases the GIL only inside host I/O that must wait.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::environ::CgiVars;
+use crate::errors::ErrorStream;
+use crate::file_wrapper::FileWrapper;
+use crate::host::{BodyReader, ClientGone, FileRegion, ResponseSink};
+use crate::input::Input;
+use crate::start_response::StartResponse;
+use crate::traceback::format_exception;
+use crate::Engine;
+
+/// One request, as a host hands it to the engine.
+pub struct Request {
+    /// The CGI variables (see [`crate::environ`]).
+    pub vars: CgiVars,
+    /// The request body.
+    pub body: Box<dyn BodyReader>,
+    /// Where the response goes.
+    pub response: Box<dyn ResponseSink>,
+    /// The host's id for the request, used in log lines and `mod_wsgi.request_id`.
+    pub id: Option<String>,
+}
+
+/// How a request ended, for the host's access log and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status sent, if a head went out.
+    pub status: Option<u16>,
+    /// Body bytes handed to the host.
+    pub body_bytes: u64,
+    /// The app raised (a traceback was logged).
+    pub app_error: bool,
+    /// The client went away before the response was complete.
+    pub client_gone: bool,
+}
+
+/// Why consuming the response stopped early.
+enum Stop {
+    App(PyErr),
+    Gone,
+}
+
+impl From<PyErr> for Stop {
+    fn from(err: PyErr) -> Self {
+        Stop::App(err)
+    }
+}
+
+impl From<ClientGone> for Stop {
+    fn from(_: ClientGone) -> Self {
+        Stop::Gone
+    }
+}
+
+pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome {
+    let Request {
+        vars,
+        body,
+        response,
+        id,
+    } = request;
+    let start_response = match Bound::new(py, StartResponse::new(response)) {
+        Ok(sr) => sr,
+        Err(err) => {
+            engine.log_exception(py, id.as_deref(), &err);
+            return Outcome {
+                app_error: true,
+                ..Outcome::default()
+            };
+        }
+    };
+    let mut outcome = Outcome::default();
+    let result = build_environ(py, engine, &vars, body, id.clone()).and_then(|environ| {
+        engine
+            .app
+            .callable
+            .bind(py)
+            .call1((environ, &start_response))
+    });
+    let stop = match result {
+        Ok(iterable) => {
+            let consumed = consume(py, &iterable, &start_response);
+            let closed = close(&iterable);
+            match (consumed, closed) {
+                (Err(stop), _) => Some(stop),
+                (Ok(()), Err(err)) => Some(Stop::App(err)),
+                (Ok(()), Ok(())) => None,
+            }
+        }
+        Err(err) => Some(Stop::App(err)),
+    };
+    match stop {
+        Some(Stop::App(err)) => {
+            engine.log_exception(py, id.as_deref(), &err);
+            outcome.app_error = true;
+            if let Ok(mut state) = start_response.get().lock() {
+                state.fail(py);
+            }
+        }
+        Some(Stop::Gone) => outcome.client_gone = true,
+        None => {}
+    }
+    if let Ok(state) = start_response.get().lock() {
+        outcome.status = if outcome.app_error && !state.head_sent() {
+            Some(500)
+        } else {
+            state.status()
+        };
+        outcome.body_bytes = state.body_sent();
+    }
+    outcome
+}
+
+fn build_environ<'py>(
+    py: Python<'py>,
+    engine: &Engine,
+    vars: &CgiVars,
+    body: Box<dyn BodyReader>,
+    id: Option<String>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let environ = engine.environ_template.bind(py).copy()?;
+    let mut https = false;
+    for (key, value) in vars.iter() {
+        if key == "HTTPS" {
+            https = matches!(value, b"1" | b"on" | b"On" | b"ON");
+        }
+        environ.set_item(engine.key(py, key), latin1(py, value))?;
+    }
+    if https {
+        environ.set_item(
+            pyo3::intern!(py, "wsgi.url_scheme"),
+            pyo3::intern!(py, "https"),
+        )?;
+    }
+    environ.set_item(
+        pyo3::intern!(py, "wsgi.input"),
+        Bound::new(py, Input::new(body))?,
+    )?;
+    let errors = ErrorStream::new(Arc::clone(&engine.log), id.clone());
+    environ.set_item(pyo3::intern!(py, "wsgi.errors"), Bound::new(py, errors)?)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    environ.set_item(
+        pyo3::intern!(py, "mod_wsgi.request_start"),
+        now.as_micros().to_string(),
+    )?;
+    if let Some(id) = id {
+        environ.set_item(pyo3::intern!(py, "mod_wsgi.request_id"), id)?;
+    }
+    Ok(environ)
+}
+
+/// A CGI value as PEP 3333 wants it: a `str` holding the bytes as latin-1 code points.
+fn latin1<'py>(py: Python<'py>, value: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(value) {
+        Ok(text) if value.is_ascii() => PyString::new(py, text),
+        _ => PyString::new(
+            py,
+            &value.iter().map(|&b| char::from(b)).collect::<String>(),
+        ),
+    }
+}
+
+fn not_bytes(item: &Bound<'_, PyAny>) -> PyErr {
+    let name = item
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    PyTypeError::new_err(format!(
+        "sequence of byte string values expected, value of type {name} found"
+    ))
+}
+
+fn not_started() -> PyErr {
+    PyRuntimeError::new_err(
+        "the application returned response data before calling start_response()",
+    )
+}
+
+fn consume(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    sr: &Bound<'_, StartResponse>,
+) -> Result<(), Stop> {
+    if let Some(region) = file_region(iterable) {
+        let mut state = sr.get().lock()?;
+        if !state.started() {
+            return Err(not_started().into());
+        }
+        state.send_file(py, region)?;
+        return Ok(state.finish(py, None)?);
+    }
+    if let Ok(list) = iterable.cast::<PyList>() {
+        return consume_sequence(py, list.iter(), list.len(), sr);
+    }
+    if let Ok(tuple) = iterable.cast::<PyTuple>() {
+        return consume_sequence(py, tuple.iter(), tuple.len(), sr);
+    }
+    for item in iterable.try_iter()? {
+        let item = item?;
+        let bytes = item
+            .cast::<PyBytes>()
+            .map_err(|_| not_bytes(&item))?
+            .as_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        let mut state = sr.get().lock()?;
+        if !state.started() {
+            return Err(not_started().into());
+        }
+        state.send_body(py, bytes)?;
+        if state.remaining() == Some(0) {
+            // Content-Length reached: the PEP lets the server stop iterating.
+            break;
+        }
+    }
+    let mut state = sr.get().lock()?;
+    if !state.started() {
+        return Err(PyRuntimeError::new_err(
+            "the application returned without calling start_response()",
+        )
+        .into());
+    }
+    Ok(state.finish(py, None)?)
+}
+
+/// A list or tuple is all at hand: it goes to the host as one piece, so small responses cost one hand-off.
+fn consume_sequence<'py>(
+    py: Python<'py>,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    len: usize,
+    sr: &Bound<'py, StartResponse>,
+) -> Result<(), Stop> {
+    let mut body = BytesMut::new();
+    let mut single = None;
+    for item in items {
+        let bytes = item
+            .cast::<PyBytes>()
+            .map_err(|_| not_bytes(&item))?
+            .as_bytes();
+        if len == 1 {
+            single = Some(Bytes::copy_from_slice(bytes));
+        } else {
+            body.extend_from_slice(bytes);
+        }
+    }
+    let body = single.unwrap_or_else(|| body.freeze());
+    let mut state = sr.get().lock()?;
+    if !state.started() {
+        return Err(PyRuntimeError::new_err(
+            "the application returned without calling start_response()",
+        )
+        .into());
+    }
+    Ok(state.finish(py, Some(body))?)
+}
+
+/// The fast path for `wsgi.file_wrapper`: an unsubclassed wrapper around an object with a real descriptor.
+fn file_region(iterable: &Bound<'_, PyAny>) -> Option<FileRegion> {
+    let wrapper = iterable.cast_exact::<FileWrapper>().ok()?;
+    let filelike = wrapper.borrow().filelike.bind(iterable.py()).clone();
+    let fd: i32 = filelike.call_method0("fileno").ok()?.extract().ok()?;
+    // Python's buffered files know their logical position; the descriptor's own offset may be ahead of it.
+    let offset: u64 = filelike.call_method0("tell").ok()?.extract().ok()?;
+    // SAFETY: `fd` is the descriptor of `filelike`, which stays open while we hold a reference to it; it is
+    // only borrowed for the duration of the duplication below.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let file = std::fs::File::from(borrowed.try_clone_to_owned().ok()?);
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    Some(FileRegion {
+        file,
+        offset,
+        len: metadata.len().saturating_sub(offset),
+    })
+}
+
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
+        Ok(close) => close.call0().map(drop),
+        Err(_) => Ok(()),
+    }
+}
+
+impl Engine {
+    pub(crate) fn log_exception(&self, py: Python<'_>, request_id: Option<&str>, err: &PyErr) {
+        let message = format!(
+            "Exception occurred processing WSGI script '{}'.\n{}",
+            self.label,
+            format_exception(py, err)
+        );
+        self.log.write(request_id, &message);
+    }
+}

@@ -1,0 +1,476 @@
+//! `start_response` and `write()`, and the response state they share with the request driver.
+//!
+//! One [`StartResponse`] is made per request and owns the host's [`ResponseSink`]. `start_response` only
+//! validates and records the status and headers; they go out with the first non-empty body bytes (or at the
+//! end), so an app may call it late, or again with `exc_info`, until then. Content-Length is enforced here:
+//! never more bytes than declared, and a short body ends in `Abort` rather than a clean end.
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::host::{ClientGone, FileRegion, Output, ResponseHead, ResponseSink, TrySendError};
+
+/// Headers that belong to one connection, which only the server may set (PEP 3333).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The `start_response` callable; its `write` method is the PEP's `write()` callable.
+#[pyclass(module = "mod_wsgi", name = "StartResponse", frozen)]
+pub struct StartResponse {
+    state: Mutex<ResponseState>,
+}
+
+/// Where a request's response stands.
+pub(crate) struct ResponseState {
+    sink: Box<dyn ResponseSink>,
+    /// The status and headers from the latest `start_response` call.
+    head: Option<ResponseHead>,
+    content_length: Option<u64>,
+    head_sent: bool,
+    body_sent: u64,
+    /// Set once `End`, `Abort` or `Complete` went out, or the client left.
+    done: bool,
+}
+
+impl StartResponse {
+    pub(crate) fn new(sink: Box<dyn ResponseSink>) -> Self {
+        Self {
+            state: Mutex::new(ResponseState {
+                sink,
+                head: None,
+                content_length: None,
+                head_sent: false,
+                body_sent: 0,
+                done: false,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> PyResult<MutexGuard<'_, ResponseState>> {
+        // The holder may be waiting for the client with the GIL released; blocking here with the GIL held
+        // would deadlock, so concurrent use from another thread is refused.
+        self.state
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("the response is being written by another thread"))
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|info| !info.is_none());
+        {
+            let this = slf.get();
+            let mut state = this.lock()?;
+            match exc_info {
+                Some(info) if state.head_sent => return Err(reraise(info)),
+                None if state.head.is_some() => {
+                    return Err(PyRuntimeError::new_err(
+                        "start_response() was already called; call it again only with exc_info",
+                    ))
+                }
+                _ => {}
+            }
+            let head = parse_head(status, headers)?;
+            state.content_length = content_length(&head)?;
+            state.head = Some(head);
+        }
+        slf.getattr("write")
+    }
+
+    /// Sends body bytes at once, before any the iterable returns (the PEP's imperative API).
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write() argument must be a bytes object, not {}",
+                type_name(data)
+            ))
+        })?;
+        let mut state = self.lock()?;
+        if state.head.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        state
+            .send_body(py, data.as_bytes())
+            .map_err(|gone| pyo3::exceptions::PyOSError::new_err(gone.to_string()))
+    }
+}
+
+impl ResponseState {
+    pub(crate) fn started(&self) -> bool {
+        self.head.is_some()
+    }
+
+    pub(crate) fn head_sent(&self) -> bool {
+        self.head_sent
+    }
+
+    pub(crate) fn status(&self) -> Option<u16> {
+        self.head.as_ref().map(|h| h.status)
+    }
+
+    pub(crate) fn body_sent(&self) -> u64 {
+        self.body_sent
+    }
+
+    /// How many more body bytes the declared Content-Length allows.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        self.content_length
+            .map(|cl| cl.saturating_sub(self.body_sent))
+    }
+
+    /// Hands `output` to the host, releasing the GIL only if the host must wait.
+    fn send(&mut self, py: Python<'_>, output: Output) -> Result<(), ClientGone> {
+        if self.done {
+            return Err(ClientGone);
+        }
+        let result = match self.sink.try_send(output) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(output)) => {
+                let sink = &mut self.sink;
+                py.detach(|| sink.send(output))
+            }
+            Err(TrySendError::Closed) => Err(ClientGone),
+        };
+        if result.is_err() {
+            self.done = true;
+        }
+        result
+    }
+
+    fn send_head(&mut self, py: Python<'_>) -> Result<(), ClientGone> {
+        if self.head_sent {
+            return Ok(());
+        }
+        let head = self.head.clone().ok_or(ClientGone)?;
+        self.head_sent = true;
+        self.send(py, Output::Head(head))
+    }
+
+    /// Sends body bytes (the head first if need be), cut to the declared Content-Length.
+    pub(crate) fn send_body(&mut self, py: Python<'_>, data: &[u8]) -> Result<(), ClientGone> {
+        let data = match self.remaining() {
+            Some(room) => &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))],
+            None => data,
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.send_head(py)?;
+        self.body_sent += data.len() as u64;
+        self.send(py, Output::Body(Bytes::copy_from_slice(data)))
+    }
+
+    /// Sends a file region (the head first if need be), cut to the declared Content-Length.
+    pub(crate) fn send_file(
+        &mut self,
+        py: Python<'_>,
+        mut region: FileRegion,
+    ) -> Result<(), ClientGone> {
+        if let Some(room) = self.remaining() {
+            region.len = region.len.min(room);
+        }
+        if region.len == 0 {
+            return Ok(());
+        }
+        self.send_head(py)?;
+        self.body_sent += region.len;
+        if self.done {
+            return Err(ClientGone);
+        }
+        let sink = &mut self.sink;
+        let result = py.detach(|| sink.send(Output::File(region)));
+        if result.is_err() {
+            self.done = true;
+        }
+        result
+    }
+
+    /// Ends the response after the iterable is exhausted; `body` is everything the app returned when it was
+    /// all at hand at once (a list or tuple) and nothing went out yet, so it can go in one piece.
+    pub(crate) fn finish(&mut self, py: Python<'_>, body: Option<Bytes>) -> Result<(), ClientGone> {
+        if self.done {
+            return Ok(());
+        }
+        match (self.head_sent, body) {
+            (false, Some(body)) if self.content_length.is_none_or(|cl| cl <= body.len() as u64) => {
+                let body = match self.content_length {
+                    Some(cl) => {
+                        body.slice(..usize::try_from(cl).unwrap_or(usize::MAX).min(body.len()))
+                    }
+                    None => body,
+                };
+                let head = self.head.clone().ok_or(ClientGone)?;
+                self.head_sent = true;
+                self.body_sent = body.len() as u64;
+                self.send(py, Output::Complete(head, body))?;
+            }
+            (_, body) => {
+                if let Some(body) = body {
+                    self.send_body(py, &body)?;
+                }
+                if !self.head_sent {
+                    // Nothing was sent and there is no body: the whole response is the head.
+                    let head = self.head.clone().ok_or(ClientGone)?;
+                    self.head_sent = true;
+                    if self.content_length.is_none_or(|cl| cl == 0) {
+                        self.send(py, Output::Complete(head, Bytes::new()))?;
+                        self.done = true;
+                        return Ok(());
+                    }
+                    self.send(py, Output::Head(head))?;
+                }
+                let short = self.remaining().is_some_and(|left| left > 0);
+                self.send(py, if short { Output::Abort } else { Output::End })?;
+            }
+        }
+        self.done = true;
+        Ok(())
+    }
+
+    /// Ends a response that failed: a 500 page if nothing went out yet, otherwise an abort the client sees.
+    pub(crate) fn fail(&mut self, py: Python<'_>) {
+        if self.done {
+            return;
+        }
+        let output = if self.head_sent {
+            Output::Abort
+        } else {
+            internal_server_error()
+        };
+        self.head_sent = true;
+        // The client leaving now changes nothing: the request is over either way.
+        let _ = self.send(py, output);
+        self.done = true;
+    }
+}
+
+/// The response for an app that raised before sending anything, as Apache words it.
+pub(crate) fn internal_server_error() -> Output {
+    const BODY: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n\
+        <title>500 Internal Server Error</title>\n</head><body>\n<h1>Internal Server Error</h1>\n\
+        <p>The server encountered an internal error or\nmisconfiguration and was unable to complete\n\
+        your request.</p>\n</body></html>\n";
+    let head = ResponseHead {
+        status: 500,
+        reason: "Internal Server Error".to_owned(),
+        headers: vec![(
+            "Content-Type".to_owned(),
+            b"text/html; charset=iso-8859-1".to_vec(),
+        )],
+    };
+    Output::Complete(head, Bytes::from_static(BODY.as_bytes()))
+}
+
+fn reraise(exc_info: &Bound<'_, PyAny>) -> PyErr {
+    let value = match exc_info
+        .cast::<PyTuple>()
+        .ok()
+        .filter(|t| t.len() == 3)
+        .and_then(|t| t.get_item(1).ok())
+    {
+        Some(value) => value,
+        None => return PyTypeError::new_err("exc_info must be a (type, value, traceback) tuple"),
+    };
+    if let Ok(tb) = exc_info.get_item(2) {
+        if let Ok(with_tb) = value.call_method1("with_traceback", (tb,)) {
+            return PyErr::from_value(with_tb);
+        }
+    }
+    PyErr::from_value(value)
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!("status must be a str, not {}", type_name(status)))
+        })?
+        .to_str()?;
+    let (code, reason) = parse_status(status)?;
+    let headers = headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "response headers must be a list, not {}",
+            type_name(headers)
+        ))
+    })?;
+    let mut parsed = Vec::with_capacity(headers.len());
+    for item in headers.iter() {
+        parsed.push(parse_header(&item)?);
+    }
+    Ok(ResponseHead {
+        status: code,
+        reason: reason.to_owned(),
+        headers: parsed,
+    })
+}
+
+fn parse_status(status: &str) -> PyResult<(u16, &str)> {
+    let invalid = || {
+        PyValueError::new_err(format!(
+            "status must be a three-digit code, a space and a reason phrase, like '200 OK', not {status:?}"
+        ))
+    };
+    let bytes = status.as_bytes();
+    if bytes.len() < 4 || !bytes[..3].iter().all(u8::is_ascii_digit) || bytes[3] != b' ' {
+        return Err(invalid());
+    }
+    if status.chars().any(|c| c.is_control()) {
+        return Err(PyValueError::new_err(format!(
+            "status {status:?} contains a control character"
+        )));
+    }
+    let code: u16 = status[..3].parse().map_err(|_| invalid())?;
+    if code < 100 {
+        return Err(invalid());
+    }
+    Ok((code, &status[4..]))
+}
+
+fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
+    let pair = item
+        .cast::<PyTuple>()
+        .ok()
+        .filter(|t| t.len() == 2)
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "each response header must be a (name, value) tuple, not {}",
+                item.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+    let name = pair.get_item(0)?;
+    let value = pair.get_item(1)?;
+    let name = name
+        .cast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "header name must be a str, not {}",
+                type_name(&name)
+            ))
+        })?
+        .to_str()?;
+    let value = value
+        .cast::<PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "value of header {name:?} must be a str, not {}",
+                type_name(&value)
+            ))
+        })?
+        .to_str()?;
+    if name.is_empty() || !name.bytes().all(is_token_byte) {
+        return Err(PyValueError::new_err(format!(
+            "invalid header name {name:?}"
+        )));
+    }
+    if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        return Err(PyValueError::new_err(format!(
+            "hop-by-hop header {name:?} is not allowed in a WSGI response; the server manages the connection"
+        )));
+    }
+    Ok((name.to_owned(), latin1_header_value(name, value)?))
+}
+
+fn latin1_header_value(name: &str, value: &str) -> PyResult<Vec<u8>> {
+    value
+        .chars()
+        .map(|c| match u8::try_from(u32::from(c)) {
+            Ok(b) if b == b'\t' || !(b.is_ascii_control()) => Ok(b),
+            Ok(_) => Err(PyValueError::new_err(format!("value of header {name:?} contains a control character"))),
+            Err(_) => Err(PyValueError::new_err(format!(
+                "value of header {name:?} is not latin-1 encodable ({c:?}); encode it per RFC 8187 or RFC 2047"
+            ))),
+        })
+        .collect()
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn content_length(head: &ResponseHead) -> PyResult<Option<u64>> {
+    let Some((_, value)) = head
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+    else {
+        return Ok(None);
+    };
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid Content-Length {:?}",
+                String::from_utf8_lossy(value)
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_are_checked() {
+        assert_eq!(parse_status("200 OK").unwrap(), (200, "OK"));
+        assert_eq!(parse_status("404 Not Found").unwrap(), (404, "Not Found"));
+        assert_eq!(
+            parse_status("299 Custom Reason").unwrap(),
+            (299, "Custom Reason")
+        );
+        for bad in [
+            "200",
+            "200OK",
+            "2x0 OK",
+            "099 Low",
+            "200 OK\r\nX: y",
+            "OK 200",
+        ] {
+            assert!(parse_status(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn header_values_keep_latin1_bytes_and_reject_controls() {
+        assert_eq!(latin1_header_value("X", "caf\u{e9}").unwrap(), b"caf\xe9");
+        assert_eq!(latin1_header_value("X", "a\tb").unwrap(), b"a\tb");
+        assert!(latin1_header_value("X", "a\r\nb").is_err());
+        assert!(latin1_header_value("X", "\u{20ac}").is_err());
+    }
+
+    #[test]
+    fn token_bytes() {
+        assert!(b"X-Custom_Header".iter().all(|&b| is_token_byte(b)));
+        assert!(!is_token_byte(b' '));
+        assert!(!is_token_byte(b':'));
+    }
+}

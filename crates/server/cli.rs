@@ -1,0 +1,52 @@
+//! The command line, as close to the flags as possible; [`crate::settings`] resolves it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rwsgi: a WSGI server for Python web applications, and a drop-in mod_wsgi for Apache.
+#[derive(Debug, Parser)]
+#[command(name = "rwsgi", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve a WSGI application over HTTP/1.1.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// A WSGI script file (hello.py, mysite.wsgi) or module:callable. Default: the bundled examples/hello.py.
+    pub(crate) app: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) host: String,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8000)]
+    pub(crate) port: u16,
+    /// Python threads serving requests concurrently.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) threads: u16,
+    /// Threads doing HTTP I/O (parsing, sending); Python never runs on them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) io_threads: u16,
+    /// The name of the WSGI callable in APP.
+    #[arg(long, default_value = "application")]
+    pub(crate) callable: String,
+    /// Directory to add to sys.path (site.addsitedir semantics); repeatable.
+    #[arg(long = "python-path", value_name = "DIR")]
+    pub(crate) python_path: Vec<PathBuf>,
+    /// A virtualenv (or Python prefix) for the interpreter; defaults to $VIRTUAL_ENV.
+    #[arg(long, value_name = "DIR", env = "VIRTUAL_ENV")]
+    pub(crate) python_home: Option<PathBuf>,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub(crate) graceful_timeout: f64,
+    /// Request bodies up to this many bytes are read before the app runs; larger ones are streamed.
+    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub(crate) buffer_body: usize,
+}

@@ -1,0 +1,223 @@
+//! The engine's blocking I/O handles over hyper: [`RequestBody`] feeds `wsgi.input` from the connection, and
+//! [`ResponseChannel`] carries the response back to the connection's task.
+//!
+//! Both are used from Python threads and only ever touch channels, never the socket: a slow client stalls a
+//! channel, not a Python thread that is not waiting on it.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use rwsgi_engine::{
+    BodyChunk, BodyReader, ClientGone, FileRegion, Output, ResponseHead, ResponseSink, TrySendError,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Chunks of a streamed body in flight between the connection and a Python thread, each way.
+const CHANNEL_CHUNKS: usize = 8;
+/// How much of a file is read per chunk when sending a `wsgi.file_wrapper` response.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// The request body: what was read before dispatch, then (for large bodies) the rest as it arrives.
+pub(crate) struct RequestBody {
+    buffered: Option<Bytes>,
+    rest: Option<mpsc::Receiver<io::Result<Bytes>>>,
+}
+
+impl RequestBody {
+    /// Reads up to `limit` bytes of `body` now; a larger body is streamed by a task from then on.
+    pub(crate) async fn read(mut body: Incoming, limit: usize) -> io::Result<Self> {
+        let mut buffered = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(io::Error::other)?;
+            if let Ok(data) = frame.into_data() {
+                buffered.extend_from_slice(&data);
+                if buffered.len() > limit {
+                    return Ok(Self {
+                        buffered: Some(buffered.into()),
+                        rest: Some(stream(body)),
+                    });
+                }
+            }
+        }
+        let buffered = (!buffered.is_empty()).then(|| Bytes::from(buffered));
+        Ok(Self {
+            buffered,
+            rest: None,
+        })
+    }
+
+    /// A body with nothing in it.
+    pub(crate) fn empty() -> Self {
+        Self {
+            buffered: None,
+            rest: None,
+        }
+    }
+}
+
+fn stream(mut body: Incoming) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            let item = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => Ok(data),
+                    _ => continue,
+                },
+                Err(err) => Err(io::Error::other(err)),
+            };
+            let failed = item.is_err();
+            // The app stopped reading (the request is over): drop the rest.
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+impl BodyReader for RequestBody {
+    fn try_next(&mut self) -> Option<io::Result<BodyChunk>> {
+        if let Some(data) = self.buffered.take() {
+            return Some(Ok(BodyChunk::Data(data)));
+        }
+        let Some(rest) = &mut self.rest else {
+            return Some(Ok(BodyChunk::End));
+        };
+        match rest.try_recv() {
+            Ok(item) => Some(item.map(BodyChunk::Data)),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(Ok(BodyChunk::End)),
+        }
+    }
+
+    fn next(&mut self) -> io::Result<BodyChunk> {
+        if let Some(chunk) = self.try_next() {
+            return chunk;
+        }
+        match self.rest.as_mut().and_then(|rest| rest.blocking_recv()) {
+            Some(item) => item.map(BodyChunk::Data),
+            None => Ok(BodyChunk::End),
+        }
+    }
+}
+
+/// How a response reaches the connection's task.
+pub(crate) enum ResponseStart {
+    /// The whole response at once.
+    Complete(ResponseHead, Bytes),
+    /// The head now; body frames follow on the channel, an `Err` meaning "abort".
+    Streaming(ResponseHead, mpsc::Receiver<Result<Frame<Bytes>, Aborted>>),
+}
+
+/// The app failed after the response had started; the connection must not end it cleanly.
+#[derive(Debug, thiserror::Error)]
+#[error("response aborted by the application")]
+pub(crate) struct Aborted;
+
+/// The engine's [`ResponseSink`]: a one-shot for the head, then a bounded channel for the body.
+pub(crate) struct ResponseChannel {
+    start: Option<oneshot::Sender<ResponseStart>>,
+    body: Option<mpsc::Sender<Result<Frame<Bytes>, Aborted>>>,
+}
+
+impl ResponseChannel {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<ResponseStart>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                start: Some(tx),
+                body: None,
+            },
+            rx,
+        )
+    }
+
+    fn start(&mut self, start: ResponseStart) -> Result<(), TrySendError> {
+        let tx = self.start.take().ok_or(TrySendError::Closed)?;
+        tx.send(start).map_err(|_| TrySendError::Closed)
+    }
+
+    fn body(&self) -> Result<&mpsc::Sender<Result<Frame<Bytes>, Aborted>>, ClientGone> {
+        self.body.as_ref().ok_or(ClientGone)
+    }
+
+    fn send_file(&self, region: &FileRegion) -> Result<(), ClientGone> {
+        let body = self.body()?;
+        let mut offset = region.offset;
+        let end = region.offset.saturating_add(region.len);
+        while offset < end {
+            let want = usize::try_from(end - offset)
+                .unwrap_or(usize::MAX)
+                .min(FILE_CHUNK);
+            let mut buf = vec![0; want];
+            let read = match region.file.read_at(&mut buf, offset) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            buf.truncate(read);
+            offset += read as u64;
+            body.blocking_send(Ok(Frame::data(buf.into())))
+                .map_err(|_| ClientGone)?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseSink for ResponseChannel {
+    fn try_send(&mut self, output: Output) -> Result<(), TrySendError> {
+        match output {
+            Output::Complete(head, body) => self.start(ResponseStart::Complete(head, body)),
+            Output::Head(head) => {
+                let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+                self.body = Some(tx);
+                self.start(ResponseStart::Streaming(head, rx))
+            }
+            Output::Body(data) => {
+                let body = self.body().map_err(|_| TrySendError::Closed)?;
+                body.try_send(Ok(Frame::data(data)))
+                    .map_err(|err| match err {
+                        mpsc::error::TrySendError::Full(Ok(frame)) => {
+                            TrySendError::Full(Output::Body(frame.into_data().unwrap_or_default()))
+                        }
+                        _ => TrySendError::Closed,
+                    })
+            }
+            output @ Output::File(_) => Err(TrySendError::Full(output)),
+            Output::End => {
+                self.body = None;
+                Ok(())
+            }
+            Output::Abort => {
+                let body = self.body.take().ok_or(TrySendError::Closed)?;
+                body.try_send(Err(Aborted)).map_err(|err| match err {
+                    mpsc::error::TrySendError::Full(_) => {
+                        self.body = Some(body.clone());
+                        TrySendError::Full(Output::Abort)
+                    }
+                    mpsc::error::TrySendError::Closed(_) => TrySendError::Closed,
+                })
+            }
+        }
+    }
+
+    fn send(&mut self, output: Output) -> Result<(), ClientGone> {
+        match output {
+            Output::Body(data) => self
+                .body()?
+                .blocking_send(Ok(Frame::data(data)))
+                .map_err(|_| ClientGone),
+            Output::File(region) => self.send_file(&region),
+            Output::Abort => {
+                let body = self.body.take().ok_or(ClientGone)?;
+                body.blocking_send(Err(Aborted)).map_err(|_| ClientGone)
+            }
+            other => self.try_send(other).map_err(|_| ClientGone),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! HTTP/1.1 with hyper: each request becomes an engine [`Request`] queued to the Python pool, and the
+//! engine's response comes back over [`io::ResponseChannel`].
+//!
+//! Nothing here runs Python or blocks: bodies are read before dispatch (small) or streamed by a task
+//! (large), and responses are written by hyper from channels, so slow clients never hold a Python thread.
+
+mod io;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use rwsgi_engine::{from_http, HttpRequest, Request, ResponseHead};
+use tokio::sync::mpsc;
+
+use crate::pool::Submitter;
+use io::{Aborted, RequestBody, ResponseChannel, ResponseStart};
+
+/// What every connection's requests share.
+pub(crate) struct Shared {
+    pub(crate) pool: Submitter,
+    pub(crate) buffer_body: usize,
+}
+
+/// One accepted connection's addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+/// A response body: all at once, or streamed from a Python thread.
+pub(crate) enum ResponseBody {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Result<Frame<Bytes>, Aborted>>),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Aborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
+        match self.get_mut() {
+            ResponseBody::Full(data) => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+            ResponseBody::Stream(rx) => rx.poll_recv(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ResponseBody::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Serves one request: hands it to the pool and waits for the response's start.
+pub(crate) async fn handle(
+    request: hyper::Request<Incoming>,
+    peer: Peer,
+    shared: Arc<Shared>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let target = match parts.uri.path_and_query() {
+        Some(pq) if parts.uri.scheme().is_none() => pq.as_str().to_owned(),
+        _ => parts.uri.to_string(),
+    };
+    let vars = from_http(HttpRequest {
+        method: parts.method.as_str(),
+        target: target.as_bytes(),
+        protocol: if parts.version == Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        peer: peer.remote,
+        local: peer.local,
+        scheme: "http",
+        script_name: "",
+    });
+    let body = if http_body::Body::is_end_stream(&body) {
+        RequestBody::empty()
+    } else {
+        match RequestBody::read(body, shared.buffer_body).await {
+            Ok(body) => body,
+            Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "malformed request body\n")),
+        }
+    };
+    let (sink, started) = ResponseChannel::new();
+    let request = Request {
+        vars,
+        body: Box::new(body),
+        response: Box::new(sink),
+        id: None,
+    };
+    if shared.pool.submit(request).is_err() {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down\n",
+        ));
+    }
+    Ok(match started.await {
+        Ok(ResponseStart::Complete(head, body)) => response(head, ResponseBody::Full(Some(body))),
+        Ok(ResponseStart::Streaming(head, rx)) => response(head, ResponseBody::Stream(rx)),
+        // The engine dropped the request without a response; it has logged why.
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"),
+    })
+}
+
+fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
+    let Ok(status) = StatusCode::from_u16(head.status) else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid status from the application\n",
+        );
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if status.canonical_reason() != Some(head.reason.as_str()) {
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.into_bytes()) {
+            response.extensions_mut().insert(reason);
+        }
+    }
+    let headers = response.headers_mut();
+    headers.reserve(head.headers.len());
+    for (name, value) in head.headers {
+        // start_response already validated both; a failure here would be our bug, not the app's.
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => {
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "invalid header from the application\n",
+                )
+            }
+        }
+    }
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

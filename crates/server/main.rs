@@ -1,0 +1,28 @@
+//! The `rwsgi` binary: parse the command line, run the command, turn errors into messages and exit codes.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod http;
+mod pool;
+mod serve;
+mod settings;
+
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RWSGI_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve(args) => settings::Settings::resolve(args).and_then(serve::run),
+    };
+    if let Err(err) = result {
+        match err.downcast_ref::<serve::ServeError>() {
+            Some(load) => eprintln!("rwsgi: {load}"),
+            None => eprintln!("rwsgi: error: {err:#}"),
+        }
+        std::process::exit(1);
+    }
+}

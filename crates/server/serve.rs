@@ -1,0 +1,120 @@
+//! `rwsgi serve`: start Python, load the app, listen, and stop gracefully on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use rwsgi_engine::interp::{self, InterpreterConfig};
+use rwsgi_engine::{AppSource, Engine, EngineError, EngineOptions, StderrLog};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::http::{self, Peer, Shared};
+use crate::pool::Pool;
+use crate::settings::Settings;
+
+/// Connections waiting to be accepted before the kernel refuses more.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Why `serve` stopped without serving.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    /// The app failed to import: its traceback is the whole message.
+    #[error("{0}")]
+    AppLoad(#[source] EngineError),
+}
+
+pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
+    interp::initialize(&InterpreterConfig {
+        python_home: settings.python_home.clone(),
+        python_path: settings.python_path.clone(),
+        working_dir_first: matches!(settings.app.source, AppSource::Module(_)),
+    })?;
+    let options = EngineOptions {
+        threads: settings.threads,
+        ..EngineOptions::default()
+    };
+    let engine =
+        Engine::load(&settings.app, &options, Arc::new(StderrLog)).map_err(ServeError::AppLoad)?;
+    let engine = Arc::new(engine);
+    let pool = Pool::start(Arc::clone(&engine), settings.threads)
+        .context("cannot start Python threads")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.io_threads)
+        .thread_name("rwsgi-io")
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let shared = Arc::new(Shared {
+        pool: pool.submitter(),
+        buffer_body: settings.buffer_body,
+    });
+    let served = runtime.block_on(listen_and_serve(&settings, shared));
+    // Requests still queued or running finish before the threads exit.
+    pool.shut_down();
+    drop(runtime);
+    interp::run_exit_hooks();
+    served
+}
+
+async fn listen_and_serve(settings: &Settings, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let listener =
+        bind(settings).with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    eprintln!("rwsgi: listening on http://{local}");
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.title_case_headers(true).pipeline_flush(true);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of descriptors or a connection reset before accept: keep serving the others.
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        // Small responses go out at once instead of waiting for Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        let peer = Peer {
+            remote,
+            local: stream.local_addr().unwrap_or(local),
+        };
+        let shared = Arc::clone(&shared);
+        let service = service_fn(move |request| http::handle(request, peer, Arc::clone(&shared)));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that vanishes mid-request is not the server's error.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(settings.graceful_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("rwsgi: graceful timeout reached with requests still in flight");
+    }
+    Ok(())
+}
+
+fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
+    let socket = if settings.listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(settings.listen)?;
+    socket.listen(LISTEN_BACKLOG)
+}

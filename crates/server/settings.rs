@@ -1,0 +1,150 @@
+//! The resolved settings of `rwsgi serve`: validated once, read by everything else.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rwsgi_engine::{AppSource, AppSpec};
+
+use crate::cli::ServeArgs;
+
+/// Everything `rwsgi serve` needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) app: AppSpec,
+    pub(crate) listen: SocketAddr,
+    pub(crate) threads: usize,
+    pub(crate) io_threads: usize,
+    pub(crate) python_home: Option<PathBuf>,
+    pub(crate) python_path: Vec<PathBuf>,
+    pub(crate) graceful_timeout: Duration,
+    pub(crate) buffer_body: usize,
+}
+
+/// The example served when no APP is given; the repository's copy, found from where the binary was built.
+const BUNDLED_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.py");
+
+impl Settings {
+    pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let app = resolve_app(args.app.as_deref(), &args.callable)?;
+        let listen = resolve_listen(&args.host, args.port)?;
+        if !(args.graceful_timeout.is_finite() && args.graceful_timeout >= 0.0) {
+            bail!(
+                "--graceful-timeout must be a number of seconds, not {}",
+                args.graceful_timeout
+            );
+        }
+        let python_home = args.python_home.filter(|p| !p.as_os_str().is_empty());
+        if let Some(home) = &python_home {
+            if !home.is_dir() {
+                bail!("--python-home {} is not a directory", home.display());
+            }
+        }
+        Ok(Self {
+            app,
+            listen,
+            threads: usize::from(args.threads),
+            io_threads: usize::from(args.io_threads),
+            python_home: python_home.map(|p| absolute(&p)).transpose()?,
+            python_path: args
+                .python_path
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<anyhow::Result<_>>()?,
+            graceful_timeout: Duration::from_secs_f64(args.graceful_timeout),
+            buffer_body: args.buffer_body,
+        })
+    }
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+fn resolve_app(app: Option<&str>, callable: &str) -> anyhow::Result<AppSpec> {
+    let callable = callable.to_owned();
+    let Some(app) = app else {
+        let path = PathBuf::from(BUNDLED_EXAMPLE);
+        if !path.is_file() {
+            bail!("the bundled example {BUNDLED_EXAMPLE} is gone; name an APP to serve");
+        }
+        return Ok(AppSpec {
+            source: AppSource::Script(path),
+            callable,
+        });
+    };
+    let path = Path::new(app);
+    if path.is_file() {
+        return Ok(AppSpec {
+            source: AppSource::Script(absolute(path)?),
+            callable,
+        });
+    }
+    match app.split_once(':') {
+        Some((module, name)) if is_dotted_name(module) && is_identifier(name) => Ok(AppSpec {
+            source: AppSource::Module(module.to_owned()),
+            callable: name.to_owned(),
+        }),
+        _ if is_dotted_name(app) => Ok(AppSpec {
+            source: AppSource::Module(app.to_owned()),
+            callable,
+        }),
+        _ => bail!("APP {app:?} is neither a file nor module:callable"),
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
+
+fn is_dotted_name(s: &str) -> bool {
+    s.split('.').all(is_identifier)
+}
+
+fn resolve_listen(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve --host {host}"))?
+        .next()
+        .with_context(|| format!("--host {host} has no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_argument_forms() {
+        let spec = resolve_app(Some("pkg.mod:app"), "application").unwrap();
+        assert_eq!(spec.source, AppSource::Module("pkg.mod".into()));
+        assert_eq!(spec.callable, "app");
+        let spec = resolve_app(Some("pkg.mod"), "application").unwrap();
+        assert_eq!(spec.callable, "application");
+        assert!(resolve_app(Some("no such file.py"), "application").is_err());
+        let spec = resolve_app(Some(file!()), "application").unwrap();
+        assert!(matches!(spec.source, AppSource::Script(p) if p.is_absolute()));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            resolve_listen("127.0.0.1", 0).unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_listen("[::1]", 80).unwrap(),
+            "[::1]:80".parse().unwrap()
+        );
+        assert!(resolve_listen("localhost", 1).is_ok());
+    }
+}
