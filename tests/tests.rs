@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `rwsgi` binary, real Python apps from tests/apps, real sockets.
 
+mod support;
+
+mod cli;
+mod environ;
+mod frameworks;
+mod input;
+mod response;
+mod threads;

@@ -89,11 +89,12 @@ fn exec_script<'py>(
 ) -> PyResult<Bound<'py, PyModule>> {
     let name = script_module_name(py, path)?;
     let module = PyModule::new(py, &name)?;
-    module.setattr("__file__", path)?;
+    module.setattr("__file__", crate::path_str(path))?;
     let builtins = py.import("builtins")?;
-    let code = builtins
-        .getattr("compile")?
-        .call1((source, path, "exec", 0, true))?;
+    let code =
+        builtins
+            .getattr("compile")?
+            .call1((source, crate::path_str(path), "exec", 0, true))?;
     let modules = py.import("sys")?.getattr("modules")?;
     modules.set_item(&name, &module)?;
     let globals = module.dict();

@@ -115,12 +115,12 @@ fn check(status: ffi::PyStatus) -> Result<(), EngineError> {
 fn extend_sys_path(py: Python<'_>, config: &InterpreterConfig) -> PyResult<()> {
     let site = py.import("site")?;
     for dir in &config.python_path {
-        site.call_method1("addsitedir", (dir,))?;
+        site.call_method1("addsitedir", (crate::path_str(dir),))?;
     }
     if config.working_dir_first {
         let cwd = std::env::current_dir()?;
         let sys_path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
-        sys_path.insert(0, cwd)?;
+        sys_path.insert(0, crate::path_str(&cwd))?;
     }
     Ok(())
 }

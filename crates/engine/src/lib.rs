@@ -183,7 +183,16 @@ fn environ_template<'py>(
     environ.set_item("mod_wsgi.application_group", &options.application_group)?;
     environ.set_item("mod_wsgi.callable_object", &spec.callable)?;
     if let AppSource::Script(path) = &spec.source {
-        environ.set_item("SCRIPT_FILENAME", path)?;
+        environ.set_item("SCRIPT_FILENAME", path_str(path))?;
     }
     Ok(environ)
+}
+
+/// A path as Python code expects to find it in `sys.path`, `__file__` and the environ: a `str` (PyO3 would
+/// otherwise make a `pathlib.Path`). Non-UTF-8 bytes become surrogate escapes, as `os.fsdecode` makes them.
+pub(crate) fn path_str(path: &std::path::Path) -> String {
+    match path.to_str() {
+        Some(text) => text.to_owned(),
+        None => path.to_string_lossy().into_owned(),
+    }
 }

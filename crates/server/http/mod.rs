@@ -40,6 +40,8 @@ pub(crate) struct Peer {
 pub(crate) enum ResponseBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Result<Frame<Bytes>, Aborted>>),
+    /// The app aborted the response; what was sent before must reach the client first.
+    Aborting,
 }
 
 impl Body for ResponseBody {
@@ -50,13 +52,24 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        match this {
             ResponseBody::Full(data) => Poll::Ready(
                 data.take()
                     .filter(|d| !d.is_empty())
                     .map(|d| Ok(Frame::data(d))),
             ),
-            ResponseBody::Stream(rx) => rx.poll_recv(cx),
+            ResponseBody::Stream(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Err(Aborted))) => {
+                    // hyper drops its unflushed buffer when a body fails; answering Pending once makes it
+                    // flush the bytes already given, and the wake-up brings it straight back for the error.
+                    *this = ResponseBody::Aborting;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                other => other,
+            },
+            ResponseBody::Aborting => Poll::Ready(Some(Err(Aborted))),
         }
     }
 
@@ -69,7 +82,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream(_) | ResponseBody::Aborting => SizeHint::default(),
         }
     }
 }

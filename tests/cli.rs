@@ -1,0 +1,194 @@
+// Starting, loading apps, interpreter settings, stopping.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[test]
+fn serves_bundled_hello_without_app_argument() {
+    let server = Server::start(&[]);
+    let response = server.get("/");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "Hello World!");
+    let listening = server
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("rwsgi: listening on"))
+        .count();
+    assert_eq!(listening, 1, "exactly one listening line");
+    assert!(server
+        .log()
+        .contains(&format!("rwsgi: listening on http://{}\n", server.addr)));
+}
+
+#[test]
+fn serves_script_file_with_any_extension_and_custom_callable() {
+    let server = Server::start(&[&app("mysite.wsgi"), "--callable", "custom"]);
+    let text = server.get("/").text();
+    assert!(
+        text.starts_with("served by mysite.wsgi as _mod_wsgi_"),
+        "{text}"
+    );
+}
+
+#[test]
+fn serves_module_callable_from_python_path() {
+    let server = Server::start(&["webapp.main:app", "--python-path", &app("pkg")]);
+    assert!(server.get("/").text().starts_with("module app; prefix="));
+}
+
+#[test]
+fn serves_module_callable_from_working_directory() {
+    let server = Server::start_in(&["webapp.main:app"], &repo().join("tests/apps/pkg"));
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn import_failure_exits_nonzero_with_traceback() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .args(["serve", "--port", "0", &app("broken.py")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Traceback (most recent call last)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing_dependency_for_test"), "{stderr}");
+    assert!(stderr.contains("broken.py"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[test]
+fn missing_callable_is_a_clear_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .args(["serve", "--port", "0", &app("mysite.wsgi")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("has no callable named \"application\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn python_home_uses_the_virtualenv() {
+    let venv = venv();
+    let server = Server::start(&[
+        &app("venv_probe.py"),
+        "--python-home",
+        venv.to_str().unwrap(),
+    ]);
+    let probe = server.get("/").json();
+    assert_eq!(probe["prefix"], venv.display().to_string());
+    assert_ne!(probe["base_prefix"], probe["prefix"]);
+    assert!(
+        probe["django"].is_string(),
+        "django from the venv's site-packages: {probe}"
+    );
+}
+
+#[test]
+fn virtual_env_variable_is_honoured() {
+    let venv = venv();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .args(["serve", "--port", "0", &app("venv_probe.py")])
+        .env("VIRTUAL_ENV", &venv)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let child = KillOnDrop(child);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let addr = loop {
+        let mut buf = [0; 256];
+        let n = stderr.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some(line) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rwsgi: listening on http://"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            n > 0 && Instant::now() < deadline,
+            "no listening line: {text}"
+        );
+    };
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let response = read_response(&mut std::io::BufReader::new(stream), false).unwrap();
+    drop(child);
+    assert_eq!(response.json()["prefix"], venv.display().to_string());
+}
+
+#[test]
+fn sigterm_finishes_in_flight_request_then_exits_zero() {
+    let mut server = Server::start(&[&app("suite.py")]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /sleep?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    let response = read_response(&mut std::io::BufReader::new(stream), false).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("connection").as_deref(), Some("close"));
+    let status = server.wait_exit();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn sigint_with_idle_keepalive_connection_exits_at_once() {
+    let mut server = Server::start(&[&app("suite.py")]);
+    let mut idle = server.connect();
+    idle.write_all(b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(idle);
+    assert_eq!(read_response(&mut reader, false).unwrap().status, 200);
+    let started = Instant::now();
+    let status = server.signal_and_wait("INT");
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "idle keep-alive delayed the exit"
+    );
+}
+
+#[test]
+fn bad_arguments_name_the_problem() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--python-home",
+            "/nonexistent/venv",
+            &app("suite.py"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("--python-home /nonexistent/venv is not a directory"));
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
