@@ -129,3 +129,20 @@ fn slow_body_does_not_hold_a_python_thread() {
     let response = read_response(&mut BufReader::new(slow), false).unwrap();
     assert_eq!(response.json(), serde_json::json!(["abcdefghij"]));
 }
+
+#[test]
+fn read_without_size_returns_a_streamed_body_whole() {
+    let server = Server::start(&[&app("suite.py"), "--buffer-body", "1000"]);
+    let body: Vec<u8> = (0..500_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let response = server.post("/input/read", "application/octet-stream", &body);
+    let parts: Vec<String> = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(
+        parts[0].as_bytes() == body.as_slice(),
+        "body differs ({} of {} bytes)",
+        parts[0].len(),
+        body.len()
+    );
+    let echoed = server.post("/echo", "application/octet-stream", &body);
+    assert!(echoed.body == body, "echo differs");
+}

@@ -1,18 +1,34 @@
 //! The Python thread pool and its queue.
 //!
-//! The queue is GIL-aware: a thread that finishes a request takes the next waiting one while still holding
-//! the GIL, and at most one more thread at a time is woken to wait for the GIL (the "standby"). Threads blocked
-//! inside the app (a sleep, a database call) have released the GIL, so the standby runs at once; a busy
-//! CPU-bound thread keeps going without handing the GIL back and forth. This is what keeps throughput from
-//! collapsing when many threads share one GIL.
+//! Only one thread runs Python at a time, so the queue hands requests out in the way that keeps the GIL
+//! with the thread that can use it:
+//! - a thread that finishes a request polls briefly for the next one while still holding the GIL, so a
+//!   busy server neither hands the GIL back and forth nor pays a futex wake per request;
+//! - while a thread is running a request, no other thread is woken for a new one: it would only wait for
+//!   the GIL and then force switches. A watchdog looks every millisecond and wakes one more thread (the
+//!   "standby") only if every busy thread is off the CPU, blocked inside the app (a database call, a
+//!   sleep) with the GIL released: the case where a second thread is what the request needs;
+//! - a polling thread that sees a standby waiting steps aside at once.
+//!
+//! This is what keeps many threads from costing throughput to GIL contention.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rwsgi_engine::{Engine, Request, RequestSource};
+
+/// How long a thread that just finished a request keeps looking for the next one before it sleeps. Under
+/// load the next request arrives within microseconds; sleeping and being woken for it costs two context
+/// switches and a futex call each way, which profiling showed to be the largest cost of a small request.
+const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+/// How often the watchdog checks whether queued requests are stuck behind blocked threads.
+const WATCHDOG_TICK: Duration = Duration::from_millis(1);
+/// How long the watchdog keeps ticking after the queue was last seen non-empty, before it parks.
+const WATCHDOG_LINGER: Duration = Duration::from_millis(100);
 
 /// The threads serving requests, and the queue that feeds them.
 pub(crate) struct Pool {
@@ -20,21 +36,30 @@ pub(crate) struct Pool {
     threads: Vec<JoinHandle<()>>,
 }
 
-#[derive(Default)]
 struct Queue {
     state: Mutex<State>,
+    /// Wakes threads asleep in `next()`.
     wake: Condvar,
+    /// Wakes the parked watchdog.
+    watch: Condvar,
     /// How many requests are queued, readable without the lock while polling.
     queued: AtomicUsize,
-    /// Threads that finished a request and are polling for the next while holding the GIL: one of them
-    /// will take a new request sooner than a woken sleeper could get the GIL.
+    /// Threads polling for the next request while holding the GIL.
     polling: AtomicUsize,
+    /// Threads running a request.
+    busy: AtomicUsize,
+    /// Mirrors `State::standby` for the polling loop, which must not take the lock to read it.
+    standby_waiting: AtomicBool,
+    workers: Vec<Worker>,
 }
 
-/// How long a thread that just finished a request keeps looking for the next one before it sleeps. Under
-/// load the next request arrives within microseconds; sleeping and being woken for it costs two context
-/// switches and a futex call each way, which profiling showed to be the largest cost of a small request.
-const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+/// What the watchdog needs to know of one pool thread.
+#[derive(Default)]
+struct Worker {
+    /// The kernel's id for the thread, to read its scheduling state.
+    tid: AtomicU32,
+    busy: AtomicBool,
+}
 
 #[derive(Default)]
 struct State {
@@ -43,35 +68,138 @@ struct State {
     sleeping: usize,
     /// A thread has taken a request and is waiting for the GIL.
     standby: bool,
+    watchdog_parked: bool,
     closed: bool,
 }
 
+thread_local! {
+    /// Which of the pool's workers the current thread is.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
 impl Queue {
+    fn new(threads: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            watch: Condvar::new(),
+            queued: AtomicUsize::new(0),
+            polling: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            standby_waiting: AtomicBool::new(false),
+            workers: (0..threads).map(|_| Worker::default()).collect(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn pop(&self) -> Option<Request> {
-        Self::pop_locked(&mut self.lock(), &self.queued)
-    }
-
-    fn pop_locked(state: &mut State, queued: &AtomicUsize) -> Option<Request> {
+    fn pop_locked(&self, state: &mut State) -> Option<Request> {
         let request = state.requests.pop_front()?;
-        queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.set_busy(true);
         Some(request)
     }
+
+    fn set_busy(&self, busy: bool) {
+        if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
+            if worker.busy.swap(busy, Ordering::AcqRel) != busy {
+                if busy {
+                    self.busy.fetch_add(1, Ordering::AcqRel);
+                } else {
+                    self.busy.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Whether any thread running a request is on the CPU (rather than blocked with the GIL released).
+    fn busy_thread_running(&self) -> bool {
+        self.workers
+            .iter()
+            .filter(|w| w.busy.load(Ordering::Acquire))
+            .any(|w| thread_is_running(w.tid.load(Ordering::Acquire)))
+    }
+
+    fn watchdog(&self) {
+        let mut linger_until = Instant::now();
+        loop {
+            {
+                let mut state = self.lock();
+                loop {
+                    if state.closed {
+                        return;
+                    }
+                    if !state.requests.is_empty() || Instant::now() < linger_until {
+                        break;
+                    }
+                    state.watchdog_parked = true;
+                    state = self
+                        .watch
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    state.watchdog_parked = false;
+                    linger_until = Instant::now() + WATCHDOG_LINGER;
+                }
+            }
+            std::thread::sleep(WATCHDOG_TICK);
+            let state = self.lock();
+            if state.requests.is_empty() {
+                continue;
+            }
+            linger_until = Instant::now() + WATCHDOG_LINGER;
+            let stuck = state.sleeping > 0
+                && !state.standby
+                && self.polling.load(Ordering::Acquire) == 0
+                && !self.busy_thread_running();
+            if stuck {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Reads the thread's state from /proc: `R` is running or runnable; anything else is waiting.
+fn thread_is_running(tid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may itself contain spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        == Some('R')
+}
+
+/// The kernel's id of the calling thread, from /proc (no unsafe `gettid` needed).
+fn current_tid() -> u32 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| {
+            link.file_name()
+                .and_then(|tid| tid.to_str())
+                .and_then(|tid| tid.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 impl RequestSource for Queue {
     fn try_next(&self) -> Option<Request> {
         let deadline = Instant::now() + POLL_BEFORE_SLEEP;
+        // Counted as polling before it stops counting as busy, so `submit` never sees an idle pool here.
         self.polling.fetch_add(1, Ordering::AcqRel);
+        self.set_busy(false);
         let _done = scopeguard(|| self.polling.fetch_sub(1, Ordering::AcqRel));
         loop {
+            // A standby already holds a request and waits for the GIL this thread holds: let it run now
+            // rather than after CPython's forced switch interval.
+            if self.standby_waiting.load(Ordering::Acquire) {
+                return None;
+            }
             if self.queued.load(Ordering::Acquire) > 0 {
-                if let Some(request) = self.pop() {
+                if let Some(request) = self.pop_locked(&mut self.lock()) {
                     return Some(request);
                 }
             }
@@ -85,12 +213,14 @@ impl RequestSource for Queue {
     }
 
     fn next(&self) -> Option<Request> {
+        self.set_busy(false);
         let mut state = self.lock();
         state.sleeping += 1;
         loop {
             if !state.standby {
-                if let Some(request) = Self::pop_locked(&mut state, &self.queued) {
+                if let Some(request) = self.pop_locked(&mut state) {
                     state.standby = true;
+                    self.standby_waiting.store(true, Ordering::Release);
                     state.sleeping -= 1;
                     return Some(request);
                 }
@@ -111,9 +241,7 @@ impl RequestSource for Queue {
     fn attached(&self) {
         let mut state = self.lock();
         state.standby = false;
-        if !state.requests.is_empty() && state.sleeping > 0 {
-            self.wake.notify_one();
-        }
+        self.standby_waiting.store(false, Ordering::Release);
     }
 }
 
@@ -124,15 +252,20 @@ pub(crate) struct Submitter(Arc<Queue>);
 impl Submitter {
     /// Queues a request for the next free thread.
     pub(crate) fn submit(&self, request: Request) -> Result<(), Closed> {
-        let mut state = self.0.lock();
+        let queue = &self.0;
+        let mut state = queue.lock();
         if state.closed {
             return Err(Closed);
         }
         state.requests.push_back(request);
-        self.0.queued.fetch_add(1, Ordering::AcqRel);
-        let poller_will_take_it = self.0.polling.load(Ordering::Acquire) > 0;
-        if state.sleeping > 0 && !state.standby && !poller_will_take_it {
-            self.0.wake.notify_one();
+        queue.queued.fetch_add(1, Ordering::AcqRel);
+        // A polling or busy thread will take it; only an idle pool needs a thread woken now.
+        let idle =
+            queue.polling.load(Ordering::Acquire) == 0 && queue.busy.load(Ordering::Acquire) == 0;
+        if idle && state.sleeping > 0 && !state.standby {
+            queue.wake.notify_one();
+        } else if state.watchdog_parked {
+            queue.watch.notify_one();
         }
         Ok(())
     }
@@ -144,17 +277,30 @@ pub(crate) struct Closed;
 
 impl Pool {
     pub(crate) fn start(engine: Arc<Engine>, threads: usize) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue::default());
-        let threads = (0..threads)
+        let queue = Arc::new(Queue::new(threads));
+        let mut handles = (0..threads)
             .map(|i| {
                 let engine = Arc::clone(&engine);
                 let queue = Arc::clone(&queue);
                 std::thread::Builder::new()
                     .name(format!("rwsgi-python-{i}"))
-                    .spawn(move || engine.serve(&*queue))
+                    .spawn(move || {
+                        WORKER.set(Some(i));
+                        queue.workers[i].tid.store(current_tid(), Ordering::Release);
+                        engine.serve(&*queue);
+                    })
             })
-            .collect::<std::io::Result<_>>()?;
-        Ok(Self { queue, threads })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let watchdog = Arc::clone(&queue);
+        handles.push(
+            std::thread::Builder::new()
+                .name("rwsgi-watchdog".into())
+                .spawn(move || watchdog.watchdog())?,
+        );
+        Ok(Self {
+            queue,
+            threads: handles,
+        })
     }
 
     /// A handle the HTTP side uses to queue requests.
@@ -166,6 +312,7 @@ impl Pool {
     pub(crate) fn shut_down(self) {
         self.queue.lock().closed = true;
         self.queue.wake.notify_all();
+        self.queue.watch.notify_all();
         for thread in self.threads {
             // A thread that panicked has already reported it; there is nothing left to clean up.
             let _ = thread.join();
@@ -182,4 +329,28 @@ fn scopeguard<F: FnMut() -> R, R>(f: F) -> impl Drop {
         }
     }
     Guard(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_thread_reads_as_running() {
+        assert!(thread_is_running(current_tid()));
+        assert_ne!(current_tid(), 0);
+    }
+
+    #[test]
+    fn a_sleeping_thread_reads_as_waiting() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(current_tid()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!thread_is_running(tid));
+        sleeper.join().unwrap();
+    }
 }

@@ -23,6 +23,8 @@ struct InputState {
     reader: Box<dyn BodyReader>,
     /// Bytes received but not yet handed to the app.
     buffered: Bytes,
+    /// A chunk taken from the reader to look ahead, not yet moved into `buffered`.
+    peeked: Option<std::io::Result<BodyChunk>>,
     at_end: bool,
 }
 
@@ -32,6 +34,7 @@ impl Input {
             state: Mutex::new(InputState {
                 reader,
                 buffered: Bytes::new(),
+                peeked: None,
                 at_end: false,
             }),
         }
@@ -50,7 +53,7 @@ impl InputState {
     /// Makes sure some bytes are buffered, waiting if needed; false once the body is exhausted.
     fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
         while self.buffered.is_empty() && !self.at_end {
-            let chunk = match self.reader.try_next() {
+            let chunk = match self.peeked.take().or_else(|| self.reader.try_next()) {
                 Some(chunk) => chunk,
                 None => {
                     let reader = &mut self.reader;
@@ -122,7 +125,11 @@ impl InputState {
         if self.at_end {
             return true;
         }
-        if let Some(Ok(BodyChunk::End)) = self.reader.try_next() {
+        if self.peeked.is_none() {
+            self.peeked = self.reader.try_next();
+        }
+        if let Some(Ok(BodyChunk::End)) = self.peeked {
+            self.peeked = None;
             self.at_end = true;
         }
         self.at_end
