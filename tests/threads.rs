@@ -49,3 +49,36 @@ fn slow_reader_does_not_hold_a_python_thread() {
     assert!(started.elapsed() < Duration::from_secs(2));
     drop(lazy);
 }
+
+#[test]
+fn cpu_bound_requests_run_one_thread_at_a_time() {
+    // 16 threads and 8 clients: a pool that gave every waiting request a thread would have ~8 requests
+    // fighting over the GIL at once; rwsgi's queue keeps CPU-bound work on one thread at a time.
+    let server = Server::start(&[&app("suite.py"), "--threads", "16"]);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                for _ in 0..25 {
+                    stream
+                        .write_all(b"GET /cpu?ms=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    assert_eq!(read_response(&mut reader, false).unwrap().status, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let max_running = server.get("/concurrency").json()["max_running"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        max_running <= 2,
+        "{max_running} CPU-bound requests ran Python at once"
+    );
+}

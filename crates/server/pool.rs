@@ -8,7 +8,8 @@
 //!   the GIL and then force switches. A watchdog looks every millisecond and wakes one more thread (the
 //!   "standby") only if every busy thread is off the CPU, blocked inside the app (a database call, a
 //!   sleep) with the GIL released: the case where a second thread is what the request needs;
-//! - a polling thread that sees a standby waiting steps aside at once.
+//! - a thread that finishes a request while another is still inside one (or a standby waits) takes no new
+//!   request: it releases the GIL and sleeps, so CPU-bound requests run one thread at a time.
 //!
 //! This is what keeps many threads from costing throughput to GIL contention.
 
@@ -16,7 +17,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use rwsgi_engine::{Engine, Request, RequestSource};
@@ -38,8 +39,6 @@ pub(crate) struct Pool {
 
 struct Queue {
     state: Mutex<State>,
-    /// Wakes threads asleep in `next()`.
-    wake: Condvar,
     /// Wakes the parked watchdog.
     watch: Condvar,
     /// How many requests are queued, readable without the lock while polling.
@@ -64,8 +63,9 @@ struct Worker {
 #[derive(Default)]
 struct State {
     requests: VecDeque<Request>,
-    /// Threads asleep in `next()`.
-    sleeping: usize,
+    /// Threads asleep in `next()`, the most recent last. Waking the most recent one first keeps work on
+    /// threads whose caches and thread-locals are warm instead of rotating it over the whole pool.
+    sleepers: Vec<Thread>,
     /// A thread has taken a request and is waiting for the GIL.
     standby: bool,
     watchdog_parked: bool,
@@ -81,7 +81,6 @@ impl Queue {
     fn new(threads: usize) -> Self {
         Self {
             state: Mutex::default(),
-            wake: Condvar::new(),
             watch: Condvar::new(),
             queued: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
@@ -126,6 +125,7 @@ impl Queue {
 
     fn watchdog(&self) {
         let mut linger_until = Instant::now();
+        let mut blocked_ticks = 0u32;
         loop {
             {
                 let mut state = self.lock();
@@ -146,19 +146,43 @@ impl Queue {
                 }
             }
             std::thread::sleep(WATCHDOG_TICK);
-            let state = self.lock();
+            let mut state = self.lock();
             if state.requests.is_empty() {
                 continue;
             }
             linger_until = Instant::now() + WATCHDOG_LINGER;
-            let stuck = state.sleeping > 0
-                && !state.standby
-                && self.polling.load(Ordering::Acquire) == 0
-                && !self.busy_thread_running();
-            if stuck {
-                self.wake.notify_one();
+            if state.sleepers.is_empty()
+                || state.standby
+                || self.polling.load(Ordering::Acquire) > 0
+            {
+                blocked_ticks = 0;
+                continue;
+            }
+            if self.busy.load(Ordering::Acquire) == 0 {
+                // Nobody is running a request: nothing to contend with.
+                wake_one(&mut state);
+                continue;
+            }
+            // Threads handing the GIL over are all briefly off the CPU; only a second look a tick later
+            // tells a thread blocked in the app from a handoff. Waking on the first look snowballed into every
+            // thread contending for the GIL.
+            blocked_ticks = if self.busy_thread_running() {
+                0
+            } else {
+                blocked_ticks + 1
+            };
+            if blocked_ticks >= 2 {
+                blocked_ticks = 0;
+                wake_one(&mut state);
             }
         }
+    }
+}
+
+/// Wakes the thread that went to sleep last.
+fn wake_one(state: &mut State) {
+    if let Some(sleeper) = state.sleepers.pop() {
+        sleeper.unpark();
     }
 }
 
@@ -193,9 +217,12 @@ impl RequestSource for Queue {
         self.set_busy(false);
         let _done = scopeguard(|| self.polling.fetch_sub(1, Ordering::AcqRel));
         loop {
-            // A standby already holds a request and waits for the GIL this thread holds: let it run now
-            // rather than after CPython's forced switch interval.
-            if self.standby_waiting.load(Ordering::Acquire) {
+            // A standby already holds a request and waits for the GIL this thread holds, or another thread
+            // is still inside a request (waiting for the GIL, or blocked in the app): let it finish rather
+            // than start a second request that would fight it for the GIL. Two threads that both kept taking
+            // requests were measured at a third of one thread's throughput on a Django page.
+            if self.standby_waiting.load(Ordering::Acquire) || self.busy.load(Ordering::Acquire) > 0
+            {
                 return None;
             }
             if self.queued.load(Ordering::Acquire) > 0 {
@@ -214,27 +241,31 @@ impl RequestSource for Queue {
 
     fn next(&self) -> Option<Request> {
         self.set_busy(false);
+        let me = std::thread::current();
         let mut state = self.lock();
-        state.sleeping += 1;
         loop {
             if !state.standby {
                 if let Some(request) = self.pop_locked(&mut state) {
                     state.standby = true;
                     self.standby_waiting.store(true, Ordering::Release);
-                    state.sleeping -= 1;
                     return Some(request);
                 }
             }
             if state.closed && state.requests.is_empty() {
-                state.sleeping -= 1;
                 // Let the other sleepers see the queue is closed too.
-                self.wake.notify_all();
+                for sleeper in state.sleepers.drain(..) {
+                    sleeper.unpark();
+                }
                 return None;
             }
-            state = self
-                .wake
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.sleepers.push(me.clone());
+            drop(state);
+            std::thread::park();
+            state = self.lock();
+            // Woken spuriously or by shutdown rather than by `wake_one`, which removes the thread itself.
+            if let Some(at) = state.sleepers.iter().position(|t| t.id() == me.id()) {
+                state.sleepers.remove(at);
+            }
         }
     }
 
@@ -262,8 +293,8 @@ impl Submitter {
         // A polling or busy thread will take it; only an idle pool needs a thread woken now.
         let idle =
             queue.polling.load(Ordering::Acquire) == 0 && queue.busy.load(Ordering::Acquire) == 0;
-        if idle && state.sleeping > 0 && !state.standby {
-            queue.wake.notify_one();
+        if idle && !state.sleepers.is_empty() && !state.standby {
+            wake_one(&mut state);
         } else if state.watchdog_parked {
             queue.watch.notify_one();
         }
@@ -310,8 +341,13 @@ impl Pool {
 
     /// Stops taking requests, lets the threads finish what is queued, and waits for them.
     pub(crate) fn shut_down(self) {
-        self.queue.lock().closed = true;
-        self.queue.wake.notify_all();
+        {
+            let mut state = self.queue.lock();
+            state.closed = true;
+            for sleeper in state.sleepers.drain(..) {
+                sleeper.unpark();
+            }
+        }
         self.queue.watch.notify_all();
         for thread in self.threads {
             // A thread that panicked has already reported it; there is nothing left to clean up.

@@ -300,7 +300,35 @@ def status_view(environ, start_response):
     return [b'custom']
 
 
+_running = 0
+_max_running = 0
+_running_lock = threading.Lock()
+
+
+def cpu_view(environ, start_response):
+    """Burns CPU for `ms` milliseconds and records how many requests ran Python at once."""
+    global _running, _max_running
+    with _running_lock:
+        _running += 1
+        _max_running = max(_max_running, _running)
+    try:
+        deadline = time.perf_counter() + float(_query(environ).get('ms', '2')) / 1000
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+    finally:
+        with _running_lock:
+            _running -= 1
+    return _json(start_response, {'iterations': n})
+
+
+def concurrency_view(environ, start_response):
+    return _json(start_response, {'max_running': _max_running})
+
+
 ROUTES = {
+    '/cpu': cpu_view,
+    '/concurrency': concurrency_view,
     '/environ': environ_view,
     '/upload': upload_view,
     '/echo': echo_view,
