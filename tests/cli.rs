@@ -1,7 +1,7 @@
 // Starting, loading apps, interpreter settings, stopping.
 
 use crate::support::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -45,12 +45,7 @@ fn serves_module_callable_from_working_directory() {
 
 #[test]
 fn import_failure_exits_nonzero_with_traceback() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
-        .args(["serve", "--port", "0", &app("broken.py")])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_must_fail(&[&app("broken.py")]);
     assert!(
         stderr.contains("Traceback (most recent call last)"),
         "{stderr}"
@@ -62,12 +57,7 @@ fn import_failure_exits_nonzero_with_traceback() {
 
 #[test]
 fn missing_callable_is_a_clear_error() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
-        .args(["serve", "--port", "0", &app("mysite.wsgi")])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = serve_must_fail(&[&app("mysite.wsgi")]);
     assert!(
         stderr.contains("has no callable named \"application\""),
         "{stderr}"
@@ -94,38 +84,8 @@ fn python_home_uses_the_virtualenv() {
 #[test]
 fn virtual_env_variable_is_honoured() {
     let venv = venv();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
-        .args(["serve", "--port", "0", &app("venv_probe.py")])
-        .env("VIRTUAL_ENV", &venv)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let child = KillOnDrop(child);
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let addr = loop {
-        let mut buf = [0; 256];
-        let n = stderr.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("rwsgi: listening on http://"))
-        {
-            break line.to_owned();
-        }
-        assert!(
-            n > 0 && Instant::now() < deadline,
-            "no listening line: {text}"
-        );
-    };
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let response = read_response(&mut std::io::BufReader::new(stream), false).unwrap();
-    drop(child);
-    assert_eq!(response.json()["prefix"], venv.display().to_string());
+    let server = Server::start_with(&[&app("venv_probe.py")], &repo(), &[("VIRTUAL_ENV", &venv)]);
+    assert_eq!(server.get("/").json()["prefix"], venv.display().to_string());
 }
 
 #[test]
@@ -168,27 +128,9 @@ fn sigint_with_idle_keepalive_connection_exits_at_once() {
 
 #[test]
 fn bad_arguments_name_the_problem() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--python-home",
-            "/nonexistent/venv",
-            &app("suite.py"),
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr)
-        .contains("--python-home /nonexistent/venv is not a directory"));
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let stderr = serve_must_fail(&["--python-home", "/nonexistent/venv", &app("suite.py")]);
+    assert!(
+        stderr.contains("--python-home /nonexistent/venv is not a directory"),
+        "{stderr}"
+    );
 }

@@ -185,15 +185,7 @@ fn close_is_called_when_the_client_disconnects_mid_response() {
     let mut some = [0; 4096];
     stream.read_exact(&mut some).unwrap();
     drop(stream);
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while !marker.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "close() was not called after the client left"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::remove_file(&marker).unwrap();
+    wait_for_file(&marker, "close() was not called after the client left");
 }
 
 #[test]
@@ -203,12 +195,7 @@ fn close_is_called_after_a_complete_response() {
     let _ = std::fs::remove_file(&marker);
     let response = server.get(&format!("/close?marker={}&n=2", marker.display()));
     assert_eq!(response.body.len(), 2 * 65536);
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "close() was not called");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::remove_file(&marker).unwrap();
+    wait_for_file(&marker, "close() was not called");
 }
 
 #[test]

@@ -45,12 +45,18 @@ impl Server {
     }
 
     pub fn start_in(args: &[&str], cwd: &Path) -> Server {
+        Self::start_with(args, cwd, &[])
+    }
+
+    /// Starts with extra environment variables (VIRTUAL_ENV is otherwise removed).
+    pub fn start_with(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rwsgi"))
             .arg("serve")
             .args(["--port", "0"])
             .args(args)
             .current_dir(cwd)
             .env_remove("VIRTUAL_ENV")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -327,6 +333,32 @@ fn read_chunked(reader: &mut impl BufRead, response: &mut Response) -> std::io::
         }
         response.body.extend_from_slice(&chunk[..size]);
     }
+}
+
+/// Runs `rwsgi serve` with arguments that must make it fail; returns its stderr.
+pub fn serve_must_fail(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .arg("serve")
+        .args(["--port", "0"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "rwsgi serve {args:?} did not fail:\n{stderr}"
+    );
+    stderr
+}
+
+/// Waits (bounded) until `path` exists, then removes it.
+pub fn wait_for_file(path: &Path, what: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(path).unwrap();
 }
 
 /// Runs `python3` from the test venv (or the system) with `code`, returning stdout.
