@@ -7,4 +7,5 @@ mod environ;
 mod frameworks;
 mod input;
 mod response;
+mod supervisor;
 mod threads;

@@ -28,6 +28,9 @@ pub(crate) struct ServeArgs {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 8000)]
     pub(crate) port: u16,
+    /// Worker processes, each with its own interpreter, under a supervisor that restarts them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) processes: u16,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

@@ -6,6 +6,7 @@ mod http;
 mod pool;
 mod serve;
 mod settings;
+mod supervisor;
 
 use clap::Parser;
 

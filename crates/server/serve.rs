@@ -7,6 +7,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use listenfd::ListenFd;
 use rwsgi_engine::interp::{self, InterpreterConfig};
 use rwsgi_engine::{AppSource, Engine, EngineError, EngineOptions, StderrLog};
 use tokio::net::{TcpListener, TcpSocket};
@@ -15,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::http::{self, Peer, Shared};
 use crate::pool::Pool;
 use crate::settings::Settings;
+use crate::supervisor;
 
 /// Connections waiting to be accepted before the kernel refuses more.
 const LISTEN_BACKLOG: u32 = 1024;
@@ -28,6 +30,23 @@ pub(crate) enum ServeError {
 }
 
 pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
+    let worker = supervisor::is_worker();
+    if worker {
+        supervisor::follow_supervisor();
+    }
+    // A socket passed in by systemd socket activation, or by our own supervisor.
+    let inherited = ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("cannot use the socket passed in LISTEN_FDS")?;
+    if settings.processes > 1 && !worker {
+        let listener = match inherited {
+            Some(listener) => listener,
+            None => {
+                bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?
+            }
+        };
+        return supervisor::run(settings, listener);
+    }
     interp::initialize(&InterpreterConfig {
         python_home: settings.python_home.clone(),
         python_path: settings.python_path.clone(),
@@ -35,6 +54,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     })?;
     let options = EngineOptions {
         threads: settings.threads,
+        processes: settings.processes,
         ..EngineOptions::default()
     };
     let engine =
@@ -52,7 +72,11 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
     });
-    let served = runtime.block_on(listen_and_serve(&settings, shared));
+    let listener = match inherited {
+        Some(listener) => listener,
+        None => bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?,
+    };
+    let served = runtime.block_on(listen_and_serve(&settings, shared, listener, worker));
     // Requests still queued or running finish before the threads exit.
     pool.shut_down();
     drop(runtime);
@@ -60,11 +84,20 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     served
 }
 
-async fn listen_and_serve(settings: &Settings, shared: Arc<Shared>) -> anyhow::Result<()> {
-    let listener =
-        bind(settings).with_context(|| format!("cannot listen on {}", settings.listen))?;
+async fn listen_and_serve(
+    settings: &Settings,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    worker: bool,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
-    eprintln!("rwsgi: listening on http://{local}");
+    if worker {
+        supervisor::worker_ready();
+    } else {
+        eprintln!("rwsgi: listening on http://{local}");
+    }
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let graceful = GracefulShutdown::new();
@@ -108,7 +141,13 @@ async fn listen_and_serve(settings: &Settings, shared: Arc<Shared>) -> anyhow::R
     Ok(())
 }
 
-fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
+/// Binds the listening socket (outside any runtime, so a supervisor can hand it to its workers).
+pub(crate) fn bind(settings: &Settings) -> std::io::Result<std::net::TcpListener> {
+    // tokio's TcpSocket sets the options and backlog std's bind cannot; a throwaway runtime registers it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let _entered = runtime.enter();
     let socket = if settings.listen.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -116,5 +155,5 @@ fn bind(settings: &Settings) -> std::io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(settings.listen)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }

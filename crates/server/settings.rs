@@ -14,6 +14,7 @@ use crate::cli::ServeArgs;
 pub(crate) struct Settings {
     pub(crate) app: AppSpec,
     pub(crate) listen: SocketAddr,
+    pub(crate) processes: usize,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
     pub(crate) python_home: Option<PathBuf>,
@@ -44,6 +45,7 @@ impl Settings {
         Ok(Self {
             app,
             listen,
+            processes: usize::from(args.processes),
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
             python_home: python_home.map(|p| absolute(&p)).transpose()?,

@@ -292,7 +292,8 @@ def big_view(environ, start_response):
 def mod_wsgi_view(environ, start_response):
     import mod_wsgi
     return _json(start_response, {'version': list(mod_wsgi.version), 'process_group': mod_wsgi.process_group,
-                                  'threads_per_process': mod_wsgi.threads_per_process})
+                                  'threads_per_process': mod_wsgi.threads_per_process,
+                                  'maximum_processes': mod_wsgi.maximum_processes, 'pid': os.getpid()})
 
 
 def status_view(environ, start_response):
