@@ -103,3 +103,156 @@ fn sigterm_stops_every_worker_and_exits_zero() {
         }
     }
 }
+
+fn write_versioned_app(path: &std::path::Path, version: u32) {
+    std::fs::write(
+        path,
+        format!(
+            "def application(environ, start_response):\n    body = b'version {version}'\n    \
+             start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])\n    \
+             return [body]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Keep-alive clients sending requests until `stop`; each reconnects when told `Connection: close`, as wrk
+/// does. Returns (requests, failures, bodies of the last responses).
+fn steady_load(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, u64, String)>> {
+    use std::io::{BufReader, Write};
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut requests, mut failures, mut last) = (0, 0, String::new());
+                let mut connection: Option<BufReader<std::net::TcpStream>> = None;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let reader = match connection.as_mut() {
+                        Some(reader) => reader,
+                        None => {
+                            let stream = std::net::TcpStream::connect(addr).unwrap();
+                            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                            connection.insert(BufReader::new(stream))
+                        }
+                    };
+                    requests += 1;
+                    let sent = reader
+                        .get_mut()
+                        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+                    match sent
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| read_response(reader, false).map_err(|e| e.to_string()))
+                    {
+                        Ok(response) if response.status == 200 && response.complete => {
+                            last = response.text();
+                            if response
+                                .header("connection")
+                                .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+                            {
+                                connection = None;
+                            }
+                        }
+                        _ => {
+                            failures += 1;
+                            connection = None;
+                        }
+                    }
+                }
+                (requests, failures, last)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn sighup_reloads_new_code_without_failing_a_request_under_load() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("reloadable.py");
+    write_versioned_app(&script, 1);
+    let server = Server::start(&[
+        script.to_str().unwrap(),
+        "--processes",
+        "2",
+        "--threads",
+        "4",
+    ]);
+    let old = wait_for_workers(&server, 2, &[]);
+    assert_eq!(server.get("/").text(), "version 1");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = steady_load(server.addr, 4, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    write_versioned_app(&script, 2);
+    std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    server.wait_for_log("reload complete");
+    wait_for_workers(&server, 2, &old);
+    std::thread::sleep(Duration::from_millis(3500));
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut total = 0;
+    for client in load {
+        let (requests, failures, last) = client.join().unwrap();
+        total += requests;
+        assert_eq!(
+            failures, 0,
+            "{failures} of {requests} requests failed during the reload"
+        );
+        assert_eq!(last, "version 2");
+    }
+    assert!(total > 100, "the load was not steady: {total} requests");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sighup_with_broken_new_code_keeps_the_running_workers() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-badreload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("reloadable.py");
+    write_versioned_app(&script, 1);
+    let server = Server::start(&[script.to_str().unwrap(), "--processes", "2"]);
+    let old = wait_for_workers(&server, 2, &[]);
+    std::fs::write(&script, "raise ImportError('broken deploy')\n").unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    server.wait_for_log("reload failed");
+    assert_eq!(server.get("/").text(), "version 1");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while workers(&server).iter().any(|p| !old.contains(p)) {
+        assert!(Instant::now() < deadline, "new workers were not stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigttin_and_sigttou_add_and_remove_a_worker() {
+    let server = Server::start(&[&app("suite.py"), "--processes", "2"]);
+    wait_for_workers(&server, 2, &[]);
+    std::process::Command::new("kill")
+        .args(["-TTIN", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_for_workers(&server, 3, &[]);
+    std::process::Command::new("kill")
+        .args(["-TTOU", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    std::process::Command::new("kill")
+        .args(["-TTOU", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while workers(&server).len() != 1 {
+        assert!(Instant::now() < deadline, "workers: {:?}", workers(&server));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.get("/environ").status, 200);
+}

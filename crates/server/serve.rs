@@ -18,6 +18,9 @@ use crate::pool::Pool;
 use crate::settings::Settings;
 use crate::supervisor;
 
+/// How long a retiring worker waits for keep-alive clients to make one more request (and be told to close).
+const RETIRE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Connections waiting to be accepted before the kernel refuses more.
 const LISTEN_BACKLOG: u32 = 1024;
 
@@ -71,6 +74,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
+        closing: std::sync::atomic::AtomicBool::new(false),
     });
     let listener = match inherited {
         Some(listener) => listener,
@@ -100,6 +104,8 @@ async fn listen_and_serve(
     }
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut retire = signal(supervisor::RETIRE_SIGNAL)?;
+    let mut retiring = false;
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.title_case_headers(true).pipeline_flush(true);
@@ -116,6 +122,10 @@ async fn listen_and_serve(
             },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            _ = retire.recv(), if worker => {
+                retiring = true;
+                break;
+            }
         };
         // Small responses go out at once instead of waiting for Nagle's timer.
         let _ = stream.set_nodelay(true);
@@ -132,6 +142,9 @@ async fn listen_and_serve(
         });
     }
     drop(listener);
+    if retiring {
+        drain_keep_alive(&shared, &graceful).await;
+    }
     if tokio::time::timeout(settings.graceful_timeout, graceful.shutdown())
         .await
         .is_err()
@@ -139,6 +152,19 @@ async fn listen_and_serve(
         eprintln!("rwsgi: graceful timeout reached with requests still in flight");
     }
     Ok(())
+}
+
+/// A worker retired by a reload: its keep-alive clients get their next response with `Connection: close`
+/// and reconnect to the new workers, instead of racing a close of a connection that looks idle between
+/// two requests. Connections still open after the linger are shut down gracefully by the caller.
+async fn drain_keep_alive(shared: &Shared, graceful: &GracefulShutdown) {
+    shared
+        .closing
+        .store(true, std::sync::atomic::Ordering::Release);
+    let deadline = tokio::time::Instant::now() + RETIRE_LINGER;
+    while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Binds the listening socket (outside any runtime, so a supervisor can hand it to its workers).

@@ -6,6 +6,7 @@
 //! Workers accept connections themselves (the kernel balances them) and report readiness with one line on
 //! their stdout; anything else they print there is passed through. Their stderr is the supervisor's.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::settings::Settings;
 
-/// Set in a worker's environment (to its slot number): the process serves instead of supervising.
+/// Set in a worker's environment: the process serves instead of supervising.
 const WORKER_ENV: &str = "RWSGI_WORKER";
 /// The line a worker prints on stdout once it is accepting connections.
 const READY_LINE: &str = "rwsgi-worker: ready";
@@ -57,14 +58,51 @@ pub(crate) fn follow_supervisor() {
 }
 
 enum Event {
-    Ready,
+    Ready {
+        pid: u32,
+    },
     Exited {
-        slot: usize,
         pid: u32,
         status: io::Result<ExitStatus>,
         was_ready: bool,
         started: Instant,
     },
+}
+
+/// The signal a supervisor sends a worker it replaces: finish, tell keep-alive clients to reconnect, exit.
+pub(crate) const RETIRE_SIGNAL: SignalKind = SignalKind::user_defined2();
+
+/// What the supervisor knows of one worker.
+struct Worker {
+    generation: u64,
+    ready: bool,
+}
+
+/// The workers, by process id, and which generation is current (a reload starts a new one).
+struct Workers {
+    by_pid: HashMap<u32, Worker>,
+    generation: u64,
+    /// The generation a reload is replacing, until the new one is all ready.
+    reloading_from: Option<u64>,
+    /// How many workers the current generation should have (SIGTTIN/SIGTTOU change it).
+    target: usize,
+    backoff: Duration,
+}
+
+impl Workers {
+    fn current(&self) -> impl Iterator<Item = (&u32, &Worker)> {
+        self.by_pid
+            .iter()
+            .filter(move |(_, w)| w.generation == self.generation)
+    }
+
+    fn pids_of(&self, keep: impl Fn(&Worker) -> bool) -> Vec<u32> {
+        self.by_pid
+            .iter()
+            .filter(|(_, w)| keep(w))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
 }
 
 pub(crate) fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
@@ -78,69 +116,196 @@ pub(crate) fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<(
 async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut live = (0..settings.processes)
-        .map(|slot| spawn_worker(slot, &listener, events_tx.clone()).map(Some))
-        .collect::<anyhow::Result<Vec<Option<u32>>>>()?;
-    let mut backoff = vec![Duration::ZERO; settings.processes];
+    let mut workers = Workers {
+        by_pid: HashMap::new(),
+        generation: 0,
+        reloading_from: None,
+        target: settings.processes,
+        backoff: Duration::ZERO,
+    };
+    for _ in 0..workers.target {
+        let pid = spawn_worker(&listener, events_tx.clone())?;
+        workers.by_pid.insert(
+            pid,
+            Worker {
+                generation: 0,
+                ready: false,
+            },
+        );
+    }
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut more = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTIN)))?;
+    let mut fewer = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTOU)))?;
     let mut announced = false;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                start_reload(&mut workers, &listener, &events_tx)?;
+                continue;
+            }
+            _ = more.recv() => {
+                workers.target += 1;
+                let pid = spawn_worker(&listener, events_tx.clone())?;
+                workers.by_pid.insert(pid, Worker { generation: workers.generation, ready: false });
+                eprintln!("rwsgi: SIGTTIN: now {} workers", workers.target);
+                continue;
+            }
+            _ = fewer.recv() => {
+                if workers.target > 1 {
+                    workers.target -= 1;
+                    if let Some(pid) = workers.pids_of(|w| w.generation == workers.generation).into_iter().max() {
+                        workers.by_pid.remove(&pid);
+                        signal_worker(pid, Signal::SIGTERM);
+                    }
+                    eprintln!("rwsgi: SIGTTOU: now {} workers", workers.target);
+                }
+                continue;
+            }
         };
         match event {
-            Some(Event::Ready) if !announced => {
-                eprintln!("rwsgi: listening on http://{addr}");
-                announced = true;
+            Some(Event::Ready { pid }) => {
+                if let Some(worker) = workers.by_pid.get_mut(&pid) {
+                    worker.ready = true;
+                }
+                if !announced {
+                    eprintln!("rwsgi: listening on http://{addr}");
+                    announced = true;
+                }
+                finish_reload_if_ready(&mut workers);
             }
-            Some(Event::Ready) | None => {}
+            None => {}
             Some(Event::Exited {
-                slot,
                 pid,
                 status,
                 was_ready,
                 started,
             }) => {
-                live[slot] = None;
+                let Some(worker) = workers.by_pid.remove(&pid) else {
+                    continue; // retired or removed on purpose
+                };
                 let status = describe(&status);
                 if !announced {
                     // No worker ever came up: the app cannot be served (its traceback is already on stderr).
-                    stop_all(&live, &mut events, settings.graceful_timeout).await;
+                    stop_all(&workers, &mut events, settings.graceful_timeout).await;
                     bail!("worker {pid} failed to start ({status})");
                 }
-                backoff[slot] = if was_ready || started.elapsed() > MAX_BACKOFF {
+                if worker.generation != workers.generation {
+                    continue;
+                }
+                if !was_ready && workers.reloading_from.is_some() {
+                    abandon_reload(&mut workers, pid, &status);
+                    continue;
+                }
+                workers.backoff = if was_ready || started.elapsed() > MAX_BACKOFF {
                     Duration::ZERO
                 } else {
-                    (backoff[slot] * 2).clamp(Duration::from_millis(100), MAX_BACKOFF)
+                    (workers.backoff * 2).clamp(Duration::from_millis(100), MAX_BACKOFF)
                 };
+                let delay = workers.backoff;
                 eprintln!(
                     "rwsgi: worker {pid} exited ({status}); starting a replacement{}",
-                    if backoff[slot].is_zero() {
+                    if delay.is_zero() {
                         String::new()
                     } else {
-                        format!(" in {:?}", backoff[slot])
+                        format!(" in {delay:?}")
                     }
                 );
-                tokio::time::sleep(backoff[slot]).await;
-                live[slot] = Some(spawn_worker(slot, &listener, events_tx.clone())?);
+                tokio::time::sleep(delay).await;
+                let pid = spawn_worker(&listener, events_tx.clone())?;
+                workers.by_pid.insert(
+                    pid,
+                    Worker {
+                        generation: workers.generation,
+                        ready: false,
+                    },
+                );
             }
         }
     }
     drop(listener);
-    stop_all(&live, &mut events, settings.graceful_timeout).await;
+    stop_all(&workers, &mut events, settings.graceful_timeout).await;
     Ok(())
 }
 
-/// Asks every live worker to stop gracefully, and kills those still running after the grace period.
+/// SIGHUP: a new generation of workers imports the app afresh; the old one keeps serving until it is ready.
+fn start_reload(
+    workers: &mut Workers,
+    listener: &TcpListener,
+    events: &mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<()> {
+    if workers.reloading_from.is_some() {
+        eprintln!("rwsgi: SIGHUP: a reload is already under way");
+        return Ok(());
+    }
+    workers.reloading_from = Some(workers.generation);
+    workers.generation += 1;
+    eprintln!("rwsgi: SIGHUP: starting {} new workers", workers.target);
+    for _ in 0..workers.target {
+        let pid = spawn_worker(listener, events.clone())?;
+        workers.by_pid.insert(
+            pid,
+            Worker {
+                generation: workers.generation,
+                ready: false,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Once every new worker is ready, the old ones retire: they finish what they are doing and exit.
+fn finish_reload_if_ready(workers: &mut Workers) {
+    let Some(old) = workers.reloading_from else {
+        return;
+    };
+    let ready = workers.current().filter(|(_, w)| w.ready).count();
+    if ready < workers.target {
+        return;
+    }
+    let retiring = workers.pids_of(|w| w.generation <= old);
+    for &pid in &retiring {
+        workers.by_pid.remove(&pid);
+        signal_worker(pid, RETIRE);
+    }
+    workers.reloading_from = None;
+    eprintln!(
+        "rwsgi: reload complete; {} old workers retiring",
+        retiring.len()
+    );
+}
+
+/// A new worker failed while starting: keep the running generation, stop the rest of the new one.
+fn abandon_reload(workers: &mut Workers, pid: u32, status: &str) {
+    let Some(old) = workers.reloading_from.take() else {
+        return;
+    };
+    eprintln!("rwsgi: reload failed: new worker {pid} exited while starting ({status}); keeping the running workers");
+    for pid in workers.pids_of(|w| w.generation == workers.generation) {
+        workers.by_pid.remove(&pid);
+        signal_worker(pid, Signal::SIGTERM);
+    }
+    workers.generation = old;
+}
+
+/// The same signal as [`RETIRE_SIGNAL`], for sending.
+const RETIRE: Signal = Signal::SIGUSR2;
+
+fn libc_signal(signal: Signal) -> i32 {
+    signal as i32
+}
+
+/// Asks every worker to stop gracefully, and kills those still running after the grace period.
 async fn stop_all(
-    live: &[Option<u32>],
+    workers: &Workers,
     events: &mut mpsc::UnboundedReceiver<Event>,
     graceful: Duration,
 ) {
-    let mut running: Vec<u32> = live.iter().flatten().copied().collect();
+    let mut running: Vec<u32> = workers.by_pid.keys().copied().collect();
     for &pid in &running {
         signal_worker(pid, Signal::SIGTERM);
     }
@@ -148,7 +313,7 @@ async fn stop_all(
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(Event::Exited { pid, .. })) => running.retain(|&p| p != pid),
-            Ok(Some(Event::Ready)) => {}
+            Ok(Some(Event::Ready { .. })) => {}
             Ok(None) | Err(_) => break,
         }
     }
@@ -174,7 +339,6 @@ fn describe(status: &io::Result<ExitStatus>) -> String {
 
 /// Starts a worker: this binary with the same arguments, the socket as descriptor 3.
 fn spawn_worker(
-    slot: usize,
     listener: &TcpListener,
     events: mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<u32> {
@@ -186,7 +350,7 @@ fn spawn_worker(
     let mut command = tokio::process::Command::new(exe);
     command
         .args(std::env::args_os().skip(1))
-        .env(WORKER_ENV, slot.to_string())
+        .env(WORKER_ENV, "1")
         .env("LISTEN_FDS", "1")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES")
@@ -209,7 +373,7 @@ fn spawn_worker(
             while let Ok(Some(line)) = lines.next_line().await {
                 if line == READY_LINE && !was_ready {
                     was_ready = true;
-                    let _ = events.send(Event::Ready);
+                    let _ = events.send(Event::Ready { pid });
                 } else {
                     println!("{line}");
                 }
@@ -217,7 +381,6 @@ fn spawn_worker(
         }
         let status = child.wait().await;
         let _ = events.send(Event::Exited {
-            slot,
             pid,
             status,
             was_ready,

@@ -27,6 +27,8 @@ use io::{Aborted, RequestBody, ResponseChannel, ResponseStart};
 pub(crate) struct Shared {
     pub(crate) pool: Submitter,
     pub(crate) buffer_body: usize,
+    /// The process is retiring: every response closes its connection.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
 }
 
 /// One accepted connection's addresses.
@@ -136,12 +138,18 @@ pub(crate) async fn handle(
             "the server is shutting down\n",
         ));
     }
-    Ok(match started.await {
+    let mut response = match started.await {
         Ok(ResponseStart::Complete(head, body)) => response(head, ResponseBody::Full(Some(body))),
         Ok(ResponseStart::Streaming(head, rx)) => response(head, ResponseBody::Stream(rx)),
         // The engine dropped the request without a response; it has logged why.
         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"),
-    })
+    };
+    if shared.closing.load(std::sync::atomic::Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
 }
 
 fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
