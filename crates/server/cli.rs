@@ -31,6 +31,16 @@ pub(crate) struct ServeArgs {
     /// Worker processes, each with its own interpreter, under a supervisor that restarts them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) processes: u16,
+    /// Replace a worker after it has served this many requests (0: never). Implies a supervisor.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) max_requests: u64,
+    /// Add up to this many to each worker's --max-requests, so workers do not restart together.
+    /// Default: a tenth of --max-requests.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_requests_jitter: Option<u64>,
+    /// Write the server's process id (the supervisor's, with workers) to this file; removed on exit.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) pid_file: Option<PathBuf>,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

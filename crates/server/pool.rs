@@ -15,12 +15,12 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use rwsgi_engine::{Engine, Request, RequestSource};
+use rwsgi_engine::{Engine, Outcome, Request, RequestSource};
 
 /// How long a thread that just finished a request keeps looking for the next one before it sleeps. Under
 /// load the next request arrives within microseconds; sleeping and being woken for it costs two context
@@ -50,6 +50,15 @@ struct Queue {
     /// Mirrors `State::standby` for the polling loop, which must not take the lock to read it.
     standby_waiting: AtomicBool,
     workers: Vec<Worker>,
+    /// Requests finished so far, for `--max-requests`.
+    served: AtomicU64,
+    recycle: Option<Recycle>,
+}
+
+/// `--max-requests`: after `after` requests, `notify` tells the HTTP side to retire this process.
+pub(crate) struct Recycle {
+    pub(crate) after: u64,
+    pub(crate) notify: Arc<tokio::sync::Notify>,
 }
 
 /// What the watchdog needs to know of one pool thread.
@@ -78,7 +87,7 @@ thread_local! {
 }
 
 impl Queue {
-    fn new(threads: usize) -> Self {
+    fn new(threads: usize, recycle: Option<Recycle>) -> Self {
         Self {
             state: Mutex::default(),
             watch: Condvar::new(),
@@ -87,6 +96,8 @@ impl Queue {
             busy: AtomicUsize::new(0),
             standby_waiting: AtomicBool::new(false),
             workers: (0..threads).map(|_| Worker::default()).collect(),
+            served: AtomicU64::new(0),
+            recycle,
         }
     }
 
@@ -269,6 +280,15 @@ impl RequestSource for Queue {
         }
     }
 
+    fn finished(&self, _outcome: &Outcome) {
+        let served = self.served.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(recycle) = &self.recycle {
+            if served == recycle.after {
+                recycle.notify.notify_one();
+            }
+        }
+    }
+
     fn attached(&self) {
         let mut state = self.lock();
         state.standby = false;
@@ -307,8 +327,12 @@ impl Submitter {
 pub(crate) struct Closed;
 
 impl Pool {
-    pub(crate) fn start(engine: Arc<Engine>, threads: usize) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue::new(threads));
+    pub(crate) fn start(
+        engine: Arc<Engine>,
+        threads: usize,
+        recycle: Option<Recycle>,
+    ) -> std::io::Result<Self> {
+        let queue = Arc::new(Queue::new(threads, recycle));
         let mut handles = (0..threads)
             .map(|i| {
                 let engine = Arc::clone(&engine);

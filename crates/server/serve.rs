@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::http::{self, Peer, Shared};
-use crate::pool::Pool;
+use crate::pool::{Pool, Recycle};
 use crate::settings::Settings;
 use crate::supervisor;
 
@@ -37,11 +37,15 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     if worker {
         supervisor::follow_supervisor();
     }
+    let _pid_file = match (&settings.pid_file, worker) {
+        (Some(path), false) => Some(PidFile::create(path)?),
+        _ => None,
+    };
     // A socket passed in by systemd socket activation, or by our own supervisor.
     let inherited = ListenFd::from_env()
         .take_tcp_listener(0)
         .context("cannot use the socket passed in LISTEN_FDS")?;
-    if settings.processes > 1 && !worker {
+    if settings.supervised() && !worker {
         let listener = match inherited {
             Some(listener) => listener,
             None => {
@@ -63,7 +67,15 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let engine =
         Engine::load(&settings.app, &options, Arc::new(StderrLog)).map_err(ServeError::AppLoad)?;
     let engine = Arc::new(engine);
-    let pool = Pool::start(Arc::clone(&engine), settings.threads)
+    let recycle_now = Arc::new(tokio::sync::Notify::new());
+    let recycle = settings
+        .worker_request_limit()
+        .filter(|_| worker)
+        .map(|after| Recycle {
+            after,
+            notify: Arc::clone(&recycle_now),
+        });
+    let pool = Pool::start(Arc::clone(&engine), settings.threads, recycle)
         .context("cannot start Python threads")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.io_threads)
@@ -80,7 +92,13 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         Some(listener) => listener,
         None => bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?,
     };
-    let served = runtime.block_on(listen_and_serve(&settings, shared, listener, worker));
+    let served = runtime.block_on(listen_and_serve(
+        &settings,
+        shared,
+        listener,
+        worker,
+        recycle_now,
+    ));
     // Requests still queued or running finish before the threads exit.
     pool.shut_down();
     drop(runtime);
@@ -93,6 +111,7 @@ async fn listen_and_serve(
     shared: Arc<Shared>,
     listener: std::net::TcpListener,
     worker: bool,
+    recycle: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
@@ -123,6 +142,11 @@ async fn listen_and_serve(
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = retire.recv(), if worker => {
+                retiring = true;
+                break;
+            }
+            _ = recycle.notified() => {
+                eprintln!("rwsgi: worker {} reached --max-requests; recycling", std::process::id());
                 retiring = true;
                 break;
             }
@@ -164,6 +188,24 @@ async fn drain_keep_alive(shared: &Shared, graceful: &GracefulShutdown) {
     let deadline = tokio::time::Instant::now() + RETIRE_LINGER;
     while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The `--pid-file`, removed again when the server exits.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write --pid-file {}", path.display()))?;
+        Ok(Self(path.to_owned()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // Already gone (removed by hand) is fine.
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -15,6 +15,9 @@ pub(crate) struct Settings {
     pub(crate) app: AppSpec,
     pub(crate) listen: SocketAddr,
     pub(crate) processes: usize,
+    /// `--max-requests` and its jitter: each worker recycles after `base + random(0..=jitter)` requests.
+    pub(crate) max_requests: Option<(u64, u64)>,
+    pub(crate) pid_file: Option<PathBuf>,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
     pub(crate) python_home: Option<PathBuf>,
@@ -27,6 +30,21 @@ pub(crate) struct Settings {
 const BUNDLED_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.py");
 
 impl Settings {
+    /// Whether a supervisor runs workers (several processes, or workers that get replaced).
+    pub(crate) fn supervised(&self) -> bool {
+        self.processes > 1 || self.max_requests.is_some()
+    }
+
+    /// This worker's own request limit: the base plus a random share of the jitter.
+    pub(crate) fn worker_request_limit(&self) -> Option<u64> {
+        use std::hash::{BuildHasher, Hasher};
+        self.max_requests.map(|(base, jitter)| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(std::process::id());
+            base + hasher.finish() % (jitter + 1)
+        })
+    }
+
     pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
         let app = resolve_app(args.app.as_deref(), &args.callable)?;
         let listen = resolve_listen(&args.host, args.port)?;
@@ -46,6 +64,13 @@ impl Settings {
             app,
             listen,
             processes: usize::from(args.processes),
+            max_requests: (args.max_requests > 0).then(|| {
+                (
+                    args.max_requests,
+                    args.max_requests_jitter.unwrap_or(args.max_requests / 10),
+                )
+            }),
+            pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
             python_home: python_home.map(|p| absolute(&p)).transpose()?,
