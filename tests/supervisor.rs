@@ -300,3 +300,25 @@ fn pid_file_names_the_supervisor_and_is_removed_on_exit() {
     assert!(server.signal_and_wait("TERM").success());
     assert!(!path.exists(), "pid file left behind");
 }
+
+#[test]
+fn a_segfault_on_one_url_leaves_every_other_url_up() {
+    let server = Server::start(&[&app("suite.py"), "--processes", "2"]);
+    let before = wait_for_workers(&server, 2, &[]);
+    let mut stream = server.connect();
+    std::io::Write::write_all(&mut stream, b"GET /segfault HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(
+        read_response(&mut std::io::BufReader::new(stream), false).is_err(),
+        "the crashing request cannot be answered"
+    );
+    for _ in 0..50 {
+        assert_eq!(server.get("/environ").status, 200, "{}", server.log());
+    }
+    server.wait_for_log("(signal: 11 (SIGSEGV)");
+    let after = wait_for_workers(&server, 2, &[]);
+    assert_eq!(
+        after.iter().filter(|p| before.contains(p)).count(),
+        1,
+        "exactly the crashed worker was replaced"
+    );
+}

@@ -327,7 +327,14 @@ def concurrency_view(environ, start_response):
     return _json(start_response, {'max_running': _max_running})
 
 
+def segfault_view(environ, start_response):
+    """Crashes the process the way a broken C extension does."""
+    import ctypes
+    ctypes.string_at(0)
+
+
 ROUTES = {
+    '/segfault': segfault_view,
     '/cpu': cpu_view,
     '/concurrency': concurrency_view,
     '/environ': environ_view,
