@@ -134,3 +134,80 @@ fn bad_arguments_name_the_problem() {
         "{stderr}"
     );
 }
+
+fn write_script(path: &std::path::Path, body: &str, mtime_offset_s: u64) {
+    std::fs::write(
+        path,
+        format!(
+            "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'{body}']\n"
+        ),
+    )
+    .unwrap();
+    // Make the change visible even on file systems with coarse timestamps.
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(mtime_offset_s))
+        .unwrap();
+}
+
+fn wait_for_body(server: &Server, body: &str) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while server.get("/").text() != body {
+        assert!(
+            Instant::now() < deadline,
+            "never served {body:?}:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn touching_the_script_reloads_it_in_place() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-touch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("site.wsgi");
+    write_script(&script, "first", 0);
+    let server = Server::start(&[script.to_str().unwrap()]);
+    assert_eq!(server.get("/").text(), "first");
+    write_script(&script, "second", 10);
+    wait_for_body(&server, "second");
+    server.wait_for_log("changed; reloaded it");
+    // A change that fails to load keeps the previous code serving.
+    std::fs::write(&script, "raise RuntimeError('half-deployed')\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&script)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(20))
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !server
+        .log()
+        .contains("failed to load; still serving the previous code")
+    {
+        assert_eq!(server.get("/").text(), "second");
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was never reported:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.get("/").text(), "second");
+    assert!(server.log().contains("half-deployed"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn script_reloading_can_be_turned_off() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-notouch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("site.wsgi");
+    write_script(&script, "first", 0);
+    let server = Server::start(&[script.to_str().unwrap(), "--no-script-reloading"]);
+    assert_eq!(server.get("/").text(), "first");
+    write_script(&script, "second", 10);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(server.get("/").text(), "first");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

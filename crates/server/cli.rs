@@ -41,6 +41,9 @@ pub(crate) struct ServeArgs {
     /// Write the server's process id (the supervisor's, with workers) to this file; removed on exit.
     #[arg(long, value_name = "PATH")]
     pub(crate) pid_file: Option<PathBuf>,
+    /// Do not reload a WSGI script file when it changes (mod_wsgi's `WSGIScriptReloading Off`).
+    #[arg(long)]
+    pub(crate) no_script_reloading: bool,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

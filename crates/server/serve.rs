@@ -62,6 +62,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let options = EngineOptions {
         threads: settings.threads,
         processes: settings.processes,
+        script_reloading: settings.script_reloading,
         ..EngineOptions::default()
     };
     let engine =

@@ -18,6 +18,7 @@ pub(crate) struct Settings {
     /// `--max-requests` and its jitter: each worker recycles after `base + random(0..=jitter)` requests.
     pub(crate) max_requests: Option<(u64, u64)>,
     pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) script_reloading: bool,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
     pub(crate) python_home: Option<PathBuf>,
@@ -71,6 +72,7 @@ impl Settings {
                 )
             }),
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
+            script_reloading: !args.no_script_reloading,
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
             python_home: python_home.map(|p| absolute(&p)).transpose()?,

@@ -2,6 +2,8 @@
 //! `WSGIScriptAlias` target), or a `module:callable` imported normally.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use pyo3::prelude::*;
 use pyo3::types::PyModule;
@@ -41,6 +43,84 @@ impl AppSpec {
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) callable: Py<PyAny>,
+}
+
+/// How often a script file's modification time is looked at, at most.
+const SCRIPT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The application as requests see it: with script reloading (mod_wsgi's `WSGIScriptReloading`, on by
+/// default), a script file whose modification time changed is executed afresh and replaces the callable;
+/// requests already running keep the code they started with.
+pub(crate) struct LiveApp {
+    spec: AppSpec,
+    reloading: bool,
+    state: Mutex<LiveState>,
+}
+
+struct LiveState {
+    callable: Py<PyAny>,
+    mtime: Option<SystemTime>,
+    next_check: Instant,
+}
+
+/// What happened when the script was looked at.
+pub(crate) enum Reload {
+    Unchanged,
+    Reloaded,
+    /// The changed script failed to load; the previous code keeps serving.
+    Failed(EngineError),
+}
+
+impl LiveApp {
+    pub(crate) fn load(
+        py: Python<'_>,
+        spec: &AppSpec,
+        reloading: bool,
+    ) -> Result<Self, EngineError> {
+        let mtime = script_mtime(spec);
+        let app = load(py, spec)?;
+        let state = LiveState {
+            callable: app.callable,
+            mtime,
+            next_check: Instant::now() + SCRIPT_CHECK_INTERVAL,
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            reloading,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The callable to serve this request with, reloading a changed script first.
+    pub(crate) fn callable(&self, py: Python<'_>) -> (Py<PyAny>, Reload) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut outcome = Reload::Unchanged;
+        if self.reloading && Instant::now() >= state.next_check {
+            state.next_check = Instant::now() + SCRIPT_CHECK_INTERVAL;
+            let mtime = script_mtime(&self.spec);
+            if mtime.is_some() && mtime != state.mtime {
+                state.mtime = mtime;
+                outcome = match load(py, &self.spec) {
+                    Ok(app) => {
+                        state.callable = app.callable;
+                        Reload::Reloaded
+                    }
+                    Err(err) => Reload::Failed(err),
+                };
+            }
+        }
+        (state.callable.clone_ref(py), outcome)
+    }
+}
+
+fn script_mtime(spec: &AppSpec) -> Option<SystemTime> {
+    match &spec.source {
+        AppSource::Script(path) => std::fs::metadata(path).and_then(|m| m.modified()).ok(),
+        AppSource::Module(_) => None,
+    }
 }
 
 /// The module name mod_wsgi gives a script file: unique per path, so two scripts never share a module.

@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub process_group: String,
     /// mod_wsgi's application group name.
     pub application_group: String,
+    /// Reload a script file whose modification time changed (mod_wsgi's `WSGIScriptReloading`).
+    pub script_reloading: bool,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +63,7 @@ impl Default for EngineOptions {
             processes: 1,
             process_group: String::new(),
             application_group: String::new(),
+            script_reloading: true,
         }
     }
 }
@@ -79,7 +82,7 @@ pub trait RequestSource: Sync {
 
 /// A loaded application, ready to serve requests from any number of threads.
 pub struct Engine {
-    app: app::App,
+    app: app::LiveApp,
     label: String,
     log: Arc<dyn ErrorLog>,
     environ_template: Py<PyDict>,
@@ -110,7 +113,7 @@ impl Engine {
                 |e: PyErr| EngineError::Interpreter(traceback::format_exception(py, &e));
             pyapi::install(py, options).map_err(interp_err)?;
             let environ_template = environ_template(py, spec, options).map_err(interp_err)?;
-            let app = app::load(py, spec)?;
+            let app = app::LiveApp::load(py, spec, options.script_reloading)?;
             Ok(Self {
                 app,
                 label: spec.label(),

@@ -83,8 +83,7 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
     let mut outcome = Outcome::default();
     let result = build_environ(py, engine, &vars, body, id.clone()).and_then(|environ| {
         engine
-            .app
-            .callable
+            .current_app(py, id.as_deref())
             .bind(py)
             .call1((environ, &start_response))
     });
@@ -299,6 +298,22 @@ fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 impl Engine {
+    /// The app's callable for this request, after reloading a changed script file.
+    fn current_app(&self, py: Python<'_>, request_id: Option<&str>) -> Py<PyAny> {
+        let (callable, reload) = self.app.callable(py);
+        match reload {
+            crate::app::Reload::Unchanged => {}
+            crate::app::Reload::Reloaded => {
+                self.log.write(request_id, &format!("WSGI script '{}' changed; reloaded it.", self.label));
+            }
+            crate::app::Reload::Failed(err) => self.log.write(
+                request_id,
+                &format!("WSGI script '{}' changed but failed to load; still serving the previous code.\n{err}", self.label),
+            ),
+        }
+        callable
+    }
+
     pub(crate) fn log_exception(&self, py: Python<'_>, request_id: Option<&str>, err: &PyErr) {
         let message = format!(
             "Exception occurred processing WSGI script '{}'.\n{}",
