@@ -280,7 +280,7 @@ fn max_requests_recycles_workers_without_failing_a_request() {
         "only {} workers served 1000 requests: {served:?}",
         served.len()
     );
-    server.wait_for_log("reached --max-requests; recycling");
+    server.wait_for_log("reached --max-requests (");
 }
 
 #[test]
@@ -321,4 +321,23 @@ fn a_segfault_on_one_url_leaves_every_other_url_up() {
         1,
         "exactly the crashed worker was replaced"
     );
+}
+
+#[test]
+fn request_timeout_logs_the_request_and_stacks_and_replaces_the_worker() {
+    let server = Server::start(&[&app("suite.py"), "--request-timeout", "1"]);
+    let before = wait_for_workers(&server, 1, &[]);
+    let mut stuck = server.connect();
+    std::io::Write::write_all(&mut stuck, b"GET /sleep?s=10 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let log = server.wait_for_log("Python stacks of worker");
+    assert!(log.contains("request GET /sleep?s=10 in worker"), "{log}");
+    server.wait_for_log("in sleep_view");
+    server.wait_for_log("time.sleep(seconds)");
+    let started = Instant::now();
+    let after = wait_for_workers(&server, 1, &before);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_ne!(after, before);
+    for _ in 0..10 {
+        assert_eq!(server.get("/environ").status, 200);
+    }
 }

@@ -44,6 +44,10 @@ pub(crate) struct ServeArgs {
     /// Do not reload a WSGI script file when it changes (mod_wsgi's `WSGIScriptReloading Off`).
     #[arg(long)]
     pub(crate) no_script_reloading: bool,
+    /// A request running longer than this many seconds is logged with every Python thread's stack, and its
+    /// worker is replaced. Implies a supervisor.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) request_timeout: Option<f64>,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

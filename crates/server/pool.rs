@@ -61,12 +61,14 @@ pub(crate) struct Recycle {
     pub(crate) notify: Arc<tokio::sync::Notify>,
 }
 
-/// What the watchdog needs to know of one pool thread.
+/// What the watchdog and the request-timeout monitor need to know of one pool thread.
 #[derive(Default)]
 struct Worker {
     /// The kernel's id for the thread, to read its scheduling state.
     tid: AtomicU32,
     busy: AtomicBool,
+    /// The request being served (method and URI) and when it was taken.
+    current: Mutex<Option<(String, Instant)>>,
 }
 
 #[derive(Default)]
@@ -111,6 +113,14 @@ impl Queue {
         let request = state.requests.pop_front()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.set_busy(true);
+        if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
+            let var = |key| {
+                String::from_utf8_lossy(request.vars.get(key).unwrap_or_default()).into_owned()
+            };
+            let what = format!("{} {}", var("REQUEST_METHOD"), var("REQUEST_URI"));
+            *worker.current.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((what, Instant::now()));
+        }
         Some(request)
     }
 
@@ -281,9 +291,16 @@ impl RequestSource for Queue {
     }
 
     fn finished(&self, _outcome: &Outcome) {
+        if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
+            *worker.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let served = self.served.fetch_add(1, Ordering::AcqRel) + 1;
         if let Some(recycle) = &self.recycle {
             if served == recycle.after {
+                eprintln!(
+                    "rwsgi: worker {} reached --max-requests ({served}); recycling",
+                    std::process::id()
+                );
                 recycle.notify.notify_one();
             }
         }
@@ -293,6 +310,25 @@ impl RequestSource for Queue {
         let mut state = self.lock();
         state.standby = false;
         self.standby_waiting.store(false, Ordering::Release);
+    }
+}
+
+/// Looks at the requests the pool's threads are running.
+pub(crate) struct Monitor(Arc<Queue>);
+
+impl Monitor {
+    /// The requests (method and URI) that have run longer than `limit`, with how long.
+    pub(crate) fn overdue(&self, limit: Duration) -> Vec<(String, Duration)> {
+        self.0
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let current = w.current.lock().unwrap_or_else(|p| p.into_inner());
+                let (what, since) = current.as_ref()?;
+                let running = since.elapsed();
+                (running > limit).then(|| (what.clone(), running))
+            })
+            .collect()
     }
 }
 
@@ -356,6 +392,11 @@ impl Pool {
             queue,
             threads: handles,
         })
+    }
+
+    /// A handle that reports requests running longer than a limit.
+    pub(crate) fn monitor(&self) -> Monitor {
+        Monitor(Arc::clone(&self.queue))
     }
 
     /// A handle the HTTP side uses to queue requests.

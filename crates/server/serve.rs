@@ -93,6 +93,15 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         Some(listener) => listener,
         None => bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?,
     };
+    let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let (Some(limit), true) = (settings.request_timeout, worker) {
+        let (monitor, stuck, retire) =
+            (pool.monitor(), Arc::clone(&stuck), Arc::clone(&recycle_now));
+        std::thread::Builder::new()
+            .name("rwsgi-timeouts".into())
+            .spawn(move || watch_request_timeouts(&monitor, limit, &stuck, &retire))
+            .context("cannot start the request-timeout monitor")?;
+    }
     let served = runtime.block_on(listen_and_serve(
         &settings,
         shared,
@@ -100,6 +109,14 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         worker,
         recycle_now,
     ));
+    if stuck.load(std::sync::atomic::Ordering::Acquire) {
+        // The stuck request's thread cannot be joined; the supervisor starts a replacement once we are gone.
+        eprintln!(
+            "rwsgi: worker {} exiting after a request timeout",
+            std::process::id()
+        );
+        std::process::exit(1);
+    }
     // Requests still queued or running finish before the threads exit.
     pool.shut_down();
     drop(runtime);
@@ -147,7 +164,6 @@ async fn listen_and_serve(
                 break;
             }
             _ = recycle.notified() => {
-                eprintln!("rwsgi: worker {} reached --max-requests; recycling", std::process::id());
                 retiring = true;
                 break;
             }
@@ -177,6 +193,59 @@ async fn listen_and_serve(
         eprintln!("rwsgi: graceful timeout reached with requests still in flight");
     }
     Ok(())
+}
+
+/// `--request-timeout`: names each request running too long, dumps every Python thread's stack (as mod_wsgi
+/// does), and retires the worker.
+fn watch_request_timeouts(
+    monitor: &crate::pool::Monitor,
+    limit: std::time::Duration,
+    stuck: &std::sync::atomic::AtomicBool,
+    retire: &tokio::sync::Notify,
+) {
+    let pid = std::process::id();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let overdue = monitor.overdue(limit);
+        if overdue.is_empty() {
+            continue;
+        }
+        for (what, running) in &overdue {
+            eprintln!(
+                "rwsgi: request {what} in worker {pid} has run for {:.1} s, past --request-timeout {:.1} s",
+                running.as_secs_f64(),
+                limit.as_secs_f64()
+            );
+        }
+        eprintln!(
+            "rwsgi: Python stacks of worker {pid}:\n{}",
+            stacks_within(STACK_DUMP_WAIT)
+        );
+        stuck.store(true, std::sync::atomic::Ordering::Release);
+        retire.notify_one();
+        // Other requests get the retiring drain; the stuck one would hold the exit for good.
+        std::thread::sleep(RETIRE_LINGER + std::time::Duration::from_secs(1));
+        eprintln!("rwsgi: worker {pid} exiting after a request timeout");
+        std::process::exit(1);
+    }
+}
+
+/// How long a stack dump may wait for the GIL (a C call may hold it) before giving up.
+const STACK_DUMP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn stacks_within(wait: std::time::Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dumper = std::thread::Builder::new()
+        .name("rwsgi-stacks".into())
+        .spawn(move || {
+            let _ = tx.send(rwsgi_engine::Engine::dump_stacks());
+        });
+    match dumper {
+        Ok(_) => rx
+            .recv_timeout(wait)
+            .unwrap_or_else(|_| "(no stacks: the GIL was not released in time)\n".into()),
+        Err(err) => format!("(no stacks: {err})\n"),
+    }
 }
 
 /// A worker retired by a reload: its keep-alive clients get their next response with `Connection: close`

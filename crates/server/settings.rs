@@ -19,6 +19,7 @@ pub(crate) struct Settings {
     pub(crate) max_requests: Option<(u64, u64)>,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) script_reloading: bool,
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
     pub(crate) python_home: Option<PathBuf>,
@@ -33,7 +34,7 @@ const BUNDLED_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hel
 impl Settings {
     /// Whether a supervisor runs workers (several processes, or workers that get replaced).
     pub(crate) fn supervised(&self) -> bool {
-        self.processes > 1 || self.max_requests.is_some()
+        self.processes > 1 || self.max_requests.is_some() || self.request_timeout.is_some()
     }
 
     /// This worker's own request limit: the base plus a random share of the jitter.
@@ -73,6 +74,10 @@ impl Settings {
             }),
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             script_reloading: !args.no_script_reloading,
+            request_timeout: args
+                .request_timeout
+                .map(positive_seconds("--request-timeout"))
+                .transpose()?,
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
             python_home: python_home.map(|p| absolute(&p)).transpose()?,
@@ -84,6 +89,17 @@ impl Settings {
             graceful_timeout: Duration::from_secs_f64(args.graceful_timeout),
             buffer_body: args.buffer_body,
         })
+    }
+}
+
+/// Validates a number of seconds given for `flag`.
+fn positive_seconds(flag: &'static str) -> impl Fn(f64) -> anyhow::Result<Duration> {
+    move |seconds| {
+        if seconds.is_finite() && seconds > 0.0 {
+            Ok(Duration::from_secs_f64(seconds))
+        } else {
+            bail!("{flag} must be a positive number of seconds, not {seconds}")
+        }
     }
 }
 

@@ -199,3 +199,45 @@ pub(crate) fn path_str(path: &std::path::Path) -> String {
         None => path.to_string_lossy().into_owned(),
     }
 }
+
+impl Engine {
+    /// Every Python thread's current stack, formatted as tracebacks, named by thread (for stuck requests).
+    /// Waits for the GIL: a thread spinning in C with the GIL held makes this wait, so callers bound it.
+    pub fn dump_stacks() -> String {
+        Python::attach(|py| {
+            let dump = || -> PyResult<String> {
+                let names: HashMap<u64, String> = py
+                    .import("threading")?
+                    .call_method0("enumerate")?
+                    .try_iter()?
+                    .filter_map(|t| {
+                        let t = t.ok()?;
+                        Some((
+                            t.getattr("ident").ok()?.extract().ok()?,
+                            t.getattr("name").ok()?.extract().ok()?,
+                        ))
+                    })
+                    .collect();
+                let frames = py
+                    .import("sys")?
+                    .call_method0("_current_frames")?
+                    .cast_into::<PyDict>()?;
+                let traceback = py.import("traceback")?;
+                let mut out = String::new();
+                for (ident, frame) in frames.iter() {
+                    let ident: u64 = ident.extract()?;
+                    let name = names.get(&ident).map_or("?", String::as_str);
+                    out.push_str(&format!("Thread {ident} ({name}):\n"));
+                    for line in traceback
+                        .call_method1("format_stack", (frame,))?
+                        .try_iter()?
+                    {
+                        out.push_str(&line?.extract::<String>()?);
+                    }
+                }
+                Ok(out)
+            };
+            dump().unwrap_or_else(|err| format!("could not dump the Python stacks: {err}\n"))
+        })
+    }
+}
