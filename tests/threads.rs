@@ -85,3 +85,29 @@ fn cpu_bound_requests_run_one_thread_at_a_time() {
         "{max_running} CPU-bound requests ran Python at once"
     );
 }
+
+#[test]
+fn queue_timeout_answers_503_with_retry_after_without_running_the_app() {
+    let server = Server::start(&[&app("suite.py"), "--threads", "1", "--queue-timeout", "0.5"]);
+    let mut busy = server.connect();
+    busy.write_all(b"GET /sleep?s=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let waited = server.get("/errors");
+    assert_eq!(waited.status, 503);
+    assert_eq!(waited.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    let first = read_response(&mut std::io::BufReader::new(busy), false).unwrap();
+    assert_eq!(first.status, 200, "the running request is unaffected");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !server.log().contains("message to wsgi.errors"),
+        "the app ran for a request answered 503"
+    );
+    assert_eq!(server.get("/environ").status, 200);
+}

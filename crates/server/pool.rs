@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use rwsgi_engine::{Engine, Outcome, Request, RequestSource};
+use rwsgi_engine::{Engine, Outcome, Output, Request, RequestSource, ResponseHead};
 
 /// How long a thread that just finished a request keeps looking for the next one before it sleeps. Under
 /// load the next request arrives within microseconds; sleeping and being woken for it costs two context
@@ -52,6 +52,8 @@ struct Queue {
     workers: Vec<Worker>,
     /// Requests finished so far, for `--max-requests`.
     served: AtomicU64,
+    /// `--queue-timeout`: a request that waited this long is answered 503 without running.
+    queue_timeout: Option<Duration>,
     recycle: Option<Recycle>,
 }
 
@@ -73,7 +75,8 @@ struct Worker {
 
 #[derive(Default)]
 struct State {
-    requests: VecDeque<Request>,
+    /// Waiting requests, with when each was queued.
+    requests: VecDeque<(Request, Instant)>,
     /// Threads asleep in `next()`, the most recent last. Waking the most recent one first keeps work on
     /// threads whose caches and thread-locals are warm instead of rotating it over the whole pool.
     sleepers: Vec<Thread>,
@@ -89,7 +92,7 @@ thread_local! {
 }
 
 impl Queue {
-    fn new(threads: usize, recycle: Option<Recycle>) -> Self {
+    fn new(threads: usize, recycle: Option<Recycle>, queue_timeout: Option<Duration>) -> Self {
         Self {
             state: Mutex::default(),
             watch: Condvar::new(),
@@ -100,6 +103,7 @@ impl Queue {
             workers: (0..threads).map(|_| Worker::default()).collect(),
             served: AtomicU64::new(0),
             recycle,
+            queue_timeout,
         }
     }
 
@@ -110,7 +114,7 @@ impl Queue {
     }
 
     fn pop_locked(&self, state: &mut State) -> Option<Request> {
-        let request = state.requests.pop_front()?;
+        let (request, _) = state.requests.pop_front()?;
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.set_busy(true);
         if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
@@ -134,6 +138,25 @@ impl Queue {
                 }
             }
         }
+    }
+
+    /// Takes the requests that waited longer than `--queue-timeout` (the oldest are first).
+    fn take_expired(&self, state: &mut State) -> Vec<Request> {
+        let Some(limit) = self.queue_timeout else {
+            return Vec::new();
+        };
+        let mut expired = Vec::new();
+        while state
+            .requests
+            .front()
+            .is_some_and(|(_, queued)| queued.elapsed() > limit)
+        {
+            if let Some((request, _)) = state.requests.pop_front() {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                expired.push(request);
+            }
+        }
+        expired
     }
 
     /// Whether any thread running a request is on the CPU (rather than blocked with the GIL released).
@@ -168,6 +191,12 @@ impl Queue {
             }
             std::thread::sleep(WATCHDOG_TICK);
             let mut state = self.lock();
+            let expired = self.take_expired(&mut state);
+            if !expired.is_empty() {
+                drop(state);
+                expired.into_iter().for_each(answer_busy);
+                state = self.lock();
+            }
             if state.requests.is_empty() {
                 continue;
             }
@@ -198,6 +227,26 @@ impl Queue {
             }
         }
     }
+}
+
+/// Answers a request that waited too long: 503 with Retry-After, without running the app.
+fn answer_busy(mut request: Request) {
+    let head = ResponseHead {
+        status: 503,
+        reason: "Service Unavailable".to_owned(),
+        headers: vec![
+            (
+                "Content-Type".to_owned(),
+                b"text/plain; charset=utf-8".to_vec(),
+            ),
+            ("Retry-After".to_owned(), b"1".to_vec()),
+        ],
+    };
+    let body = bytes::Bytes::from_static(
+        b"the server is too busy to take this request now; retry shortly\n",
+    );
+    // A client that has gone already needs no answer.
+    let _ = request.response.try_send(Output::Complete(head, body));
 }
 
 /// Wakes the thread that went to sleep last.
@@ -344,7 +393,7 @@ impl Submitter {
         if state.closed {
             return Err(Closed);
         }
-        state.requests.push_back(request);
+        state.requests.push_back((request, Instant::now()));
         queue.queued.fetch_add(1, Ordering::AcqRel);
         // A polling or busy thread will take it; only an idle pool needs a thread woken now.
         let idle =
@@ -367,8 +416,9 @@ impl Pool {
         engine: Arc<Engine>,
         threads: usize,
         recycle: Option<Recycle>,
+        queue_timeout: Option<Duration>,
     ) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue::new(threads, recycle));
+        let queue = Arc::new(Queue::new(threads, recycle, queue_timeout));
         let mut handles = (0..threads)
             .map(|i| {
                 let engine = Arc::clone(&engine);

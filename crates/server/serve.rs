@@ -76,8 +76,13 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             after,
             notify: Arc::clone(&recycle_now),
         });
-    let pool = Pool::start(Arc::clone(&engine), settings.threads, recycle)
-        .context("cannot start Python threads")?;
+    let pool = Pool::start(
+        Arc::clone(&engine),
+        settings.threads,
+        recycle,
+        settings.queue_timeout,
+    )
+    .context("cannot start Python threads")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.io_threads)
         .thread_name("rwsgi-io")

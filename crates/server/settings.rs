@@ -20,6 +20,7 @@ pub(crate) struct Settings {
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) script_reloading: bool,
     pub(crate) request_timeout: Option<Duration>,
+    pub(crate) queue_timeout: Option<Duration>,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
     pub(crate) python_home: Option<PathBuf>,
@@ -77,6 +78,10 @@ impl Settings {
             request_timeout: args
                 .request_timeout
                 .map(positive_seconds("--request-timeout"))
+                .transpose()?,
+            queue_timeout: args
+                .queue_timeout
+                .map(positive_seconds("--queue-timeout"))
                 .transpose()?,
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
