@@ -341,3 +341,19 @@ fn request_timeout_logs_the_request_and_stacks_and_replaces_the_worker() {
         assert_eq!(server.get("/environ").status, 200);
     }
 }
+
+#[test]
+fn max_memory_replaces_a_worker_that_grew_too_big() {
+    let server = Server::start(&[&app("suite.py"), "--max-memory", "150"]);
+    let before = wait_for_workers(&server, 1, &[]);
+    let grown = server.get("/grow?mb=200").json();
+    assert_eq!(grown["pid"].as_u64().unwrap() as u32, before[0]);
+    server.wait_for_log(&format!("worker {} uses", before[0]));
+    let after = wait_for_workers(&server, 1, &before);
+    assert_ne!(after, before);
+    let fresh = server.get("/grow?mb=1").json();
+    assert_eq!(
+        fresh["held_mib"], 1,
+        "the replacement starts with a clean heap"
+    );
+}

@@ -51,6 +51,10 @@ pub(crate) struct ServeArgs {
     /// A request waiting this many seconds for a free Python thread is answered 503 with Retry-After.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) queue_timeout: Option<f64>,
+    /// Replace a worker whose resident memory (checked every second by the supervisor) exceeds this many
+    /// MiB. Implies a supervisor.
+    #[arg(long, value_name = "MIB")]
+    pub(crate) max_memory: Option<u64>,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub(crate) script_reloading: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) queue_timeout: Option<Duration>,
+    /// `--max-memory`, in KiB as /proc reports RSS.
+    pub(crate) max_memory_kib: Option<u64>,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
     pub(crate) python_home: Option<PathBuf>,
@@ -35,7 +37,10 @@ const BUNDLED_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hel
 impl Settings {
     /// Whether a supervisor runs workers (several processes, or workers that get replaced).
     pub(crate) fn supervised(&self) -> bool {
-        self.processes > 1 || self.max_requests.is_some() || self.request_timeout.is_some()
+        self.processes > 1
+            || self.max_requests.is_some()
+            || self.request_timeout.is_some()
+            || self.max_memory_kib.is_some()
     }
 
     /// This worker's own request limit: the base plus a random share of the jitter.
@@ -83,6 +88,7 @@ impl Settings {
                 .queue_timeout
                 .map(positive_seconds("--queue-timeout"))
                 .transpose()?,
+            max_memory_kib: args.max_memory.filter(|&m| m > 0).map(|m| m * 1024),
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
             python_home: python_home.map(|p| absolute(&p)).transpose()?,

@@ -139,9 +139,16 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
     let mut more = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTIN)))?;
     let mut fewer = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTOU)))?;
     let mut announced = false;
+    let mut memory_check = tokio::time::interval(MEMORY_CHECK_INTERVAL);
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            _ = memory_check.tick(), if settings.max_memory_kib.is_some() => {
+                if let Some(limit) = settings.max_memory_kib {
+                    replace_oversized(&mut workers, limit, &listener, &events_tx)?;
+                }
+                continue;
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
@@ -230,6 +237,57 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
     drop(listener);
     stop_all(&workers, &mut events, settings.graceful_timeout).await;
     Ok(())
+}
+
+/// How often the supervisor reads its workers' resident memory for `--max-memory`.
+const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `--max-memory`: a ready worker over the limit is replaced; the replacement starts first, the old one
+/// finishes its requests.
+fn replace_oversized(
+    workers: &mut Workers,
+    limit_kib: u64,
+    listener: &TcpListener,
+    events: &mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<()> {
+    let oversized: Vec<(u32, u64)> = workers
+        .by_pid
+        .iter()
+        .filter(|(_, w)| w.ready)
+        .filter_map(|(&pid, _)| {
+            rss_kib(pid)
+                .filter(|&rss| rss > limit_kib)
+                .map(|rss| (pid, rss))
+        })
+        .collect();
+    for (pid, rss) in oversized {
+        eprintln!(
+            "rwsgi: worker {pid} uses {} MiB, over --max-memory {} MiB; replacing it",
+            rss / 1024,
+            limit_kib / 1024
+        );
+        let generation = workers
+            .by_pid
+            .remove(&pid)
+            .map_or(workers.generation, |w| w.generation);
+        let new = spawn_worker(listener, events.clone())?;
+        workers.by_pid.insert(
+            new,
+            Worker {
+                generation,
+                ready: false,
+            },
+        );
+        signal_worker(pid, RETIRE);
+    }
+    Ok(())
+}
+
+/// A process's resident set size in KiB, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// SIGHUP: a new generation of workers imports the app afresh; the old one keeps serving until it is ready.

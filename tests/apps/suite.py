@@ -327,6 +327,16 @@ def concurrency_view(environ, start_response):
     return _json(start_response, {'max_running': _max_running})
 
 
+_hoard = []
+
+
+def grow_view(environ, start_response):
+    """Keeps `mb` MiB alive in this process, as a leaking app would."""
+    mb = int(_query(environ).get('mb', '10'))
+    _hoard.append(bytearray(b'x' * (mb * 1024 * 1024)))
+    return _json(start_response, {'pid': os.getpid(), 'held_mib': sum(len(b) for b in _hoard) // (1024 * 1024)})
+
+
 def segfault_view(environ, start_response):
     """Crashes the process the way a broken C extension does."""
     import ctypes
@@ -335,6 +345,7 @@ def segfault_view(environ, start_response):
 
 ROUTES = {
     '/segfault': segfault_view,
+    '/grow': grow_view,
     '/cpu': cpu_view,
     '/concurrency': concurrency_view,
     '/environ': environ_view,
