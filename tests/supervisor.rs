@@ -357,3 +357,31 @@ fn max_memory_replaces_a_worker_that_grew_too_big() {
         "the replacement starts with a clean heap"
     );
 }
+
+#[test]
+fn startup_timeout_gives_up_on_an_app_that_never_finishes_importing() {
+    let started = Instant::now();
+    let stderr = serve_must_fail(&[
+        "--processes",
+        "2",
+        "--startup-timeout",
+        "1",
+        &app("slow_import.py"),
+    ]);
+    assert!(
+        stderr.contains("not ready after 1.0 s (--startup-timeout); killing it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("failed to start"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn inactivity_timeout_recycles_an_idle_worker() {
+    let server = Server::start(&[&app("suite.py"), "--inactivity-timeout", "1"]);
+    let before = wait_for_workers(&server, 1, &[]);
+    assert_eq!(server.get("/environ").status, 200);
+    server.wait_for_log("(--inactivity-timeout); recycling");
+    wait_for_workers(&server, 1, &before);
+    assert_eq!(server.get("/environ").status, 200);
+}

@@ -55,6 +55,13 @@ pub(crate) struct ServeArgs {
     /// MiB. Implies a supervisor.
     #[arg(long, value_name = "MIB")]
     pub(crate) max_memory: Option<u64>,
+    /// Kill a worker that is not accepting connections this many seconds after it started.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) startup_timeout: Option<f64>,
+    /// Recycle a worker that has served no request for this many seconds (frees what the app holds).
+    /// Implies a supervisor.
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) inactivity_timeout: Option<f64>,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

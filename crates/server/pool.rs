@@ -366,6 +366,14 @@ impl RequestSource for Queue {
 pub(crate) struct Monitor(Arc<Queue>);
 
 impl Monitor {
+    /// Requests finished so far, and whether any is running now.
+    pub(crate) fn activity(&self) -> (u64, bool) {
+        (
+            self.0.served.load(Ordering::Acquire),
+            self.0.busy.load(Ordering::Acquire) > 0,
+        )
+    }
+
     /// The requests (method and URI) that have run longer than `limit`, with how long.
     pub(crate) fn overdue(&self, limit: Duration) -> Vec<(String, Duration)> {
         self.0

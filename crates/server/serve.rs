@@ -107,6 +107,13 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             .spawn(move || watch_request_timeouts(&monitor, limit, &stuck, &retire))
             .context("cannot start the request-timeout monitor")?;
     }
+    if let (Some(limit), true) = (settings.inactivity_timeout, worker) {
+        let (monitor, retire) = (pool.monitor(), Arc::clone(&recycle_now));
+        std::thread::Builder::new()
+            .name("rwsgi-inactivity".into())
+            .spawn(move || watch_inactivity(&monitor, limit, &retire))
+            .context("cannot start the inactivity monitor")?;
+    }
     let served = runtime.block_on(listen_and_serve(
         &settings,
         shared,
@@ -232,6 +239,31 @@ fn watch_request_timeouts(
         std::thread::sleep(RETIRE_LINGER + std::time::Duration::from_secs(1));
         eprintln!("rwsgi: worker {pid} exiting after a request timeout");
         std::process::exit(1);
+    }
+}
+
+/// `--inactivity-timeout`: a worker that served nothing for the whole period retires (the supervisor starts
+/// a fresh one), giving back whatever the app accumulated.
+fn watch_inactivity(
+    monitor: &crate::pool::Monitor,
+    limit: std::time::Duration,
+    retire: &tokio::sync::Notify,
+) {
+    let mut last = (monitor.activity().0, std::time::Instant::now());
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (served, busy) = monitor.activity();
+        if served != last.0 || busy {
+            last = (served, std::time::Instant::now());
+        } else if last.1.elapsed() >= limit {
+            eprintln!(
+                "rwsgi: worker {} idle for {:.1} s (--inactivity-timeout); recycling",
+                std::process::id(),
+                limit.as_secs_f64()
+            );
+            retire.notify_one();
+            return;
+        }
     }
 }
 

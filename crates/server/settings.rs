@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub(crate) script_reloading: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) queue_timeout: Option<Duration>,
+    pub(crate) startup_timeout: Option<Duration>,
+    pub(crate) inactivity_timeout: Option<Duration>,
     /// `--max-memory`, in KiB as /proc reports RSS.
     pub(crate) max_memory_kib: Option<u64>,
     pub(crate) threads: usize,
@@ -41,6 +43,7 @@ impl Settings {
             || self.max_requests.is_some()
             || self.request_timeout.is_some()
             || self.max_memory_kib.is_some()
+            || self.inactivity_timeout.is_some()
     }
 
     /// This worker's own request limit: the base plus a random share of the jitter.
@@ -89,6 +92,14 @@ impl Settings {
                 .map(positive_seconds("--queue-timeout"))
                 .transpose()?,
             max_memory_kib: args.max_memory.filter(|&m| m > 0).map(|m| m * 1024),
+            startup_timeout: args
+                .startup_timeout
+                .map(positive_seconds("--startup-timeout"))
+                .transpose()?,
+            inactivity_timeout: args
+                .inactivity_timeout
+                .map(positive_seconds("--inactivity-timeout"))
+                .transpose()?,
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
             python_home: python_home.map(|p| absolute(&p)).transpose()?,

@@ -76,6 +76,7 @@ pub(crate) const RETIRE_SIGNAL: SignalKind = SignalKind::user_defined2();
 struct Worker {
     generation: u64,
     ready: bool,
+    started: Instant,
 }
 
 /// The workers, by process id, and which generation is current (a reload starts a new one).
@@ -130,6 +131,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
             Worker {
                 generation: 0,
                 ready: false,
+                started: Instant::now(),
             },
         );
     }
@@ -140,9 +142,16 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
     let mut fewer = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTOU)))?;
     let mut announced = false;
     let mut memory_check = tokio::time::interval(MEMORY_CHECK_INTERVAL);
+    let mut startup_check = tokio::time::interval(Duration::from_millis(100));
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            _ = startup_check.tick(), if settings.startup_timeout.is_some() => {
+                if let Some(limit) = settings.startup_timeout {
+                    kill_slow_starters(&workers, limit);
+                }
+                continue;
+            }
             _ = memory_check.tick(), if settings.max_memory_kib.is_some() => {
                 if let Some(limit) = settings.max_memory_kib {
                     replace_oversized(&mut workers, limit, &listener, &events_tx)?;
@@ -158,7 +167,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
             _ = more.recv() => {
                 workers.target += 1;
                 let pid = spawn_worker(&listener, events_tx.clone())?;
-                workers.by_pid.insert(pid, Worker { generation: workers.generation, ready: false });
+                workers.by_pid.insert(pid, Worker { generation: workers.generation, ready: false, started: Instant::now() });
                 eprintln!("rwsgi: SIGTTIN: now {} workers", workers.target);
                 continue;
             }
@@ -229,6 +238,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
                     Worker {
                         generation: workers.generation,
                         ready: false,
+                        started: Instant::now(),
                     },
                 );
             }
@@ -237,6 +247,19 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
     drop(listener);
     stop_all(&workers, &mut events, settings.graceful_timeout).await;
     Ok(())
+}
+
+/// `--startup-timeout`: a worker still not ready is killed; its exit is handled like a crash at start-up.
+fn kill_slow_starters(workers: &Workers, limit: Duration) {
+    for (&pid, worker) in &workers.by_pid {
+        if !worker.ready && worker.started.elapsed() > limit {
+            eprintln!(
+                "rwsgi: worker {pid} not ready after {:.1} s (--startup-timeout); killing it",
+                limit.as_secs_f64()
+            );
+            signal_worker(pid, Signal::SIGKILL);
+        }
+    }
 }
 
 /// How often the supervisor reads its workers' resident memory for `--max-memory`.
@@ -276,6 +299,7 @@ fn replace_oversized(
             Worker {
                 generation,
                 ready: false,
+                started: Instant::now(),
             },
         );
         signal_worker(pid, RETIRE);
@@ -310,6 +334,7 @@ fn start_reload(
             Worker {
                 generation: workers.generation,
                 ready: false,
+                started: Instant::now(),
             },
         );
     }
