@@ -385,3 +385,53 @@ fn inactivity_timeout_recycles_an_idle_worker() {
     wait_for_workers(&server, 1, &before);
     assert_eq!(server.get("/environ").status, 200);
 }
+
+fn www_data() -> (u64, u64) {
+    let id = |flag: &str| -> u64 {
+        let out = std::process::Command::new("id")
+            .args([flag, "www-data"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the www-data user exists")
+    };
+    (id("-u"), id("-g"))
+}
+
+#[test]
+fn user_and_group_apply_to_workers_and_to_a_single_process() {
+    let (uid, gid) = www_data();
+    for processes in ["1", "2"] {
+        let server = Server::start(&[
+            &app("suite.py"),
+            "--processes",
+            processes,
+            "--user",
+            "www-data",
+            "--group",
+            "www-data",
+        ]);
+        let who = server.get("/whoami").json();
+        assert_eq!(
+            (who["uid"].as_u64(), who["gid"].as_u64()),
+            (Some(uid), Some(gid)),
+            "{who}"
+        );
+        assert_eq!(
+            who["groups"],
+            serde_json::json!([gid]),
+            "root's supplementary groups must be gone"
+        );
+    }
+}
+
+#[test]
+fn unknown_user_is_a_clear_error() {
+    let stderr = serve_must_fail(&[&app("suite.py"), "--user", "no-such-user-rwsgi"]);
+    assert!(
+        stderr.contains("--user no-such-user-rwsgi: no such user"),
+        "{stderr}"
+    );
+}

@@ -62,6 +62,12 @@ pub(crate) struct ServeArgs {
     /// Implies a supervisor.
     #[arg(long, value_name = "SECONDS")]
     pub(crate) inactivity_timeout: Option<f64>,
+    /// Run the app as this user (name or id): rwsgi binds as root (ports below 1024 work), then drops to it.
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Run the app with this group (name or id); default: the --user's primary group.
+    #[arg(long, value_name = "GROUP")]
+    pub(crate) group: Option<String>,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

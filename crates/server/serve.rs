@@ -54,6 +54,14 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         };
         return supervisor::run(settings, listener);
     }
+    // The socket is bound (or inherited); nothing after this needs root.
+    let listener = match inherited {
+        Some(listener) => listener,
+        None => bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?,
+    };
+    if let Some(run_as) = settings.run_as {
+        drop_privileges(run_as)?;
+    }
     interp::initialize(&InterpreterConfig {
         python_home: settings.python_home.clone(),
         python_path: settings.python_path.clone(),
@@ -94,10 +102,6 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         buffer_body: settings.buffer_body,
         closing: std::sync::atomic::AtomicBool::new(false),
     });
-    let listener = match inherited {
-        Some(listener) => listener,
-        None => bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?,
-    };
     let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let (Some(limit), true) = (settings.request_timeout, worker) {
         let (monitor, stuck, retire) =
@@ -204,6 +208,21 @@ async fn listen_and_serve(
     {
         eprintln!("rwsgi: graceful timeout reached with requests still in flight");
     }
+    Ok(())
+}
+
+/// Becomes `--user`/`--group` for good: supplementary groups first, then the group, then the user.
+fn drop_privileges(run_as: crate::settings::RunAs) -> anyhow::Result<()> {
+    use nix::unistd::{getuid, setgid, setgroups, setuid};
+    if getuid() == run_as.uid {
+        return Ok(());
+    }
+    if !getuid().is_root() {
+        anyhow::bail!("--user needs rwsgi to be started as root");
+    }
+    setgroups(&[run_as.gid]).context("cannot drop supplementary groups")?;
+    setgid(run_as.gid).context("cannot switch to --group")?;
+    setuid(run_as.uid).context("cannot switch to --user")?;
     Ok(())
 }
 

@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub(crate) script_reloading: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) queue_timeout: Option<Duration>,
+    /// `--user`/`--group`, resolved: the ids the app runs as.
+    pub(crate) run_as: Option<RunAs>,
     pub(crate) startup_timeout: Option<Duration>,
     pub(crate) inactivity_timeout: Option<Duration>,
     /// `--max-memory`, in KiB as /proc reports RSS.
@@ -92,6 +94,7 @@ impl Settings {
                 .map(positive_seconds("--queue-timeout"))
                 .transpose()?,
             max_memory_kib: args.max_memory.filter(|&m| m > 0).map(|m| m * 1024),
+            run_as: resolve_run_as(args.user.as_deref(), args.group.as_deref())?,
             startup_timeout: args
                 .startup_timeout
                 .map(positive_seconds("--startup-timeout"))
@@ -112,6 +115,45 @@ impl Settings {
             buffer_body: args.buffer_body,
         })
     }
+}
+
+/// The user and group the app runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunAs {
+    pub(crate) uid: nix::unistd::Uid,
+    pub(crate) gid: nix::unistd::Gid,
+}
+
+fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Option<RunAs>> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let Some(user) = user else {
+        if group.is_some() {
+            bail!("--group needs --user");
+        }
+        return Ok(None);
+    };
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(user),
+    }
+    .with_context(|| format!("cannot look up --user {user}"))?
+    .with_context(|| format!("--user {user}: no such user"))?;
+    let gid = match group {
+        None => found.gid,
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => Gid::from_raw(gid),
+            Err(_) => {
+                Group::from_name(group)
+                    .with_context(|| format!("cannot look up --group {group}"))?
+                    .with_context(|| format!("--group {group}: no such group"))?
+                    .gid
+            }
+        },
+    };
+    Ok(Some(RunAs {
+        uid: found.uid,
+        gid,
+    }))
 }
 
 /// Validates a number of seconds given for `flag`.

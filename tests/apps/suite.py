@@ -337,6 +337,11 @@ def grow_view(environ, start_response):
     return _json(start_response, {'pid': os.getpid(), 'held_mib': sum(len(b) for b in _hoard) // (1024 * 1024)})
 
 
+def whoami_view(environ, start_response):
+    return _json(start_response, {'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(),
+                                  'pid': os.getpid()})
+
+
 def segfault_view(environ, start_response):
     """Crashes the process the way a broken C extension does."""
     import ctypes
@@ -345,6 +350,7 @@ def segfault_view(environ, start_response):
 
 ROUTES = {
     '/segfault': segfault_view,
+    '/whoami': whoami_view,
     '/grow': grow_view,
     '/cpu': cpu_view,
     '/concurrency': concurrency_view,
