@@ -435,3 +435,33 @@ fn unknown_user_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn reload_restarts_workers_when_an_imported_module_changes() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-reload-src-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let helper = dir.join("greeting.py");
+    std::fs::write(&helper, "TEXT = b'hello'\n").unwrap();
+    std::fs::write(
+        dir.join("site_app.py"),
+        "import greeting\n\ndef application(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [greeting.TEXT]\n",
+    )
+    .unwrap();
+    let server = Server::start_in(&["site_app:application", "--reload"], &dir);
+    assert_eq!(server.get("/").text(), "hello");
+    std::fs::write(&helper, "TEXT = b'hello again'\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&helper)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    server.wait_for_log("greeting.py changed (--reload)");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while server.get("/").text() != "hello again" {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -68,6 +68,9 @@ pub(crate) struct ServeArgs {
     /// Run the app with this group (name or id); default: the --user's primary group.
     #[arg(long, value_name = "GROUP")]
     pub(crate) group: Option<String>,
+    /// Development: restart workers when the script or any imported module's source file changes.
+    #[arg(long)]
+    pub(crate) reload: bool,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

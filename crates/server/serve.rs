@@ -111,6 +111,15 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             .spawn(move || watch_request_timeouts(&monitor, limit, &stuck, &retire))
             .context("cannot start the request-timeout monitor")?;
     }
+    if settings.reload && worker {
+        let retire = Arc::clone(&recycle_now);
+        // The baseline is taken now, before the worker says it is ready, so no change can slip in between.
+        let baseline = source_mtimes();
+        std::thread::Builder::new()
+            .name("rwsgi-reload".into())
+            .spawn(move || watch_sources(baseline, &retire))
+            .context("cannot start the --reload watcher")?;
+    }
     if let (Some(limit), true) = (settings.inactivity_timeout, worker) {
         let (monitor, retire) = (pool.monitor(), Arc::clone(&recycle_now));
         std::thread::Builder::new()
@@ -258,6 +267,41 @@ fn watch_request_timeouts(
         std::thread::sleep(RETIRE_LINGER + std::time::Duration::from_secs(1));
         eprintln!("rwsgi: worker {pid} exiting after a request timeout");
         std::process::exit(1);
+    }
+}
+
+/// Modification times of the source files of the modules loaded now.
+type SourceTimes = std::collections::HashMap<std::path::PathBuf, std::time::SystemTime>;
+
+fn source_mtimes() -> SourceTimes {
+    rwsgi_engine::Engine::module_files()
+        .into_iter()
+        .filter_map(|path| {
+            let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            Some((path, mtime))
+        })
+        .collect()
+}
+
+/// `--reload`: once a second, the modification times of every loaded module's file; a change retires the
+/// worker, and the supervisor starts one that imports everything afresh.
+fn watch_sources(mut known: SourceTimes, retire: &tokio::sync::Notify) {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = source_mtimes();
+        let changed = now
+            .iter()
+            .find(|(path, mtime)| known.get(*path).is_some_and(|old| old != *mtime));
+        if let Some((path, _)) = changed {
+            eprintln!(
+                "rwsgi: {} changed (--reload); restarting worker {}",
+                path.display(),
+                std::process::id()
+            );
+            retire.notify_one();
+            return;
+        }
+        known.extend(now);
     }
 }
 

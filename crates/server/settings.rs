@@ -19,6 +19,7 @@ pub(crate) struct Settings {
     pub(crate) max_requests: Option<(u64, u64)>,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) script_reloading: bool,
+    pub(crate) reload: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) queue_timeout: Option<Duration>,
     /// `--user`/`--group`, resolved: the ids the app runs as.
@@ -46,6 +47,7 @@ impl Settings {
             || self.request_timeout.is_some()
             || self.max_memory_kib.is_some()
             || self.inactivity_timeout.is_some()
+            || self.reload
     }
 
     /// This worker's own request limit: the base plus a random share of the jitter.
@@ -85,6 +87,7 @@ impl Settings {
             }),
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             script_reloading: !args.no_script_reloading,
+            reload: args.reload,
             request_timeout: args
                 .request_timeout
                 .map(positive_seconds("--request-timeout"))

@@ -241,3 +241,26 @@ impl Engine {
         })
     }
 }
+
+impl Engine {
+    /// The source files of every module loaded now (for `--reload`): `__file__` of each entry of
+    /// `sys.modules` that has one.
+    pub fn module_files() -> Vec<std::path::PathBuf> {
+        Python::attach(|py| {
+            let files = || -> PyResult<Vec<std::path::PathBuf>> {
+                let modules = py
+                    .import("sys")?
+                    .getattr("modules")?
+                    .cast_into::<PyDict>()?
+                    .copy()?;
+                Ok(modules
+                    .values()
+                    .iter()
+                    .filter_map(|m| m.getattr("__file__").ok()?.extract::<String>().ok())
+                    .map(std::path::PathBuf::from)
+                    .collect())
+            };
+            files().unwrap_or_default()
+        })
+    }
+}
