@@ -111,3 +111,31 @@ fn queue_timeout_answers_503_with_retry_after_without_running_the_app() {
     );
     assert_eq!(server.get("/environ").status, 200);
 }
+
+#[test]
+fn interrupt_timeout_unwinds_a_long_request_with_504() {
+    let server = Server::start(&[&app("suite.py"), "--interrupt-timeout", "0.5"]);
+    let pid_before = server.get("/mod_wsgi").json()["pid"].clone();
+    let started = Instant::now();
+    let response = server.get("/cpu?ms=10000");
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let log = server.wait_for_log("RequestTimeout");
+    assert!(
+        log.contains("interrupting request GET /cpu?ms=10000 after"),
+        "{log}"
+    );
+    assert!(
+        log.contains("in cpu_view"),
+        "the traceback shows where it was interrupted: {log}"
+    );
+    assert_eq!(
+        server.get("/mod_wsgi").json()["pid"],
+        pid_before,
+        "same process, no restart needed"
+    );
+}

@@ -71,6 +71,10 @@ pub(crate) struct ServeArgs {
     /// Development: restart workers when the script or any imported module's source file changes.
     #[arg(long)]
     pub(crate) reload: bool,
+    /// Raise `mod_wsgi.RequestTimeout` inside a request running longer than this many seconds, so it
+    /// unwinds and its client gets 504 (--request-timeout remains the backstop).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) interrupt_timeout: Option<f64>,
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,

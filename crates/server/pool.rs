@@ -71,6 +71,8 @@ struct Worker {
     busy: AtomicBool,
     /// The request being served (method and URI) and when it was taken.
     current: Mutex<Option<(String, Instant)>>,
+    /// The thread's id as Python knows it, to interrupt a request running too long.
+    python_ident: AtomicU64,
 }
 
 #[derive(Default)]
@@ -362,6 +364,15 @@ impl RequestSource for Queue {
     }
 }
 
+/// A request running past a limit.
+pub(crate) struct Overdue {
+    /// Method and URI.
+    pub(crate) what: String,
+    pub(crate) started: Instant,
+    /// The Python id of the thread running it.
+    pub(crate) python_ident: u64,
+}
+
 /// Looks at the requests the pool's threads are running.
 pub(crate) struct Monitor(Arc<Queue>);
 
@@ -374,16 +385,19 @@ impl Monitor {
         )
     }
 
-    /// The requests (method and URI) that have run longer than `limit`, with how long.
-    pub(crate) fn overdue(&self, limit: Duration) -> Vec<(String, Duration)> {
+    /// The requests that have run longer than `limit`.
+    pub(crate) fn overdue(&self, limit: Duration) -> Vec<Overdue> {
         self.0
             .workers
             .iter()
             .filter_map(|w| {
                 let current = w.current.lock().unwrap_or_else(|p| p.into_inner());
                 let (what, since) = current.as_ref()?;
-                let running = since.elapsed();
-                (running > limit).then(|| (what.clone(), running))
+                (since.elapsed() > limit).then(|| Overdue {
+                    what: what.clone(),
+                    started: *since,
+                    python_ident: w.python_ident.load(Ordering::Acquire),
+                })
             })
             .collect()
     }
@@ -435,6 +449,10 @@ impl Pool {
                     .name(format!("rwsgi-python-{i}"))
                     .spawn(move || {
                         WORKER.set(Some(i));
+                        let ident = rwsgi_engine::current_thread_ident();
+                        queue.workers[i]
+                            .python_ident
+                            .store(ident, Ordering::Release);
                         queue.workers[i].tid.store(current_tid(), Ordering::Release);
                         engine.serve(&*queue);
                     })

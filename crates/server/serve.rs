@@ -120,6 +120,13 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             .spawn(move || watch_sources(baseline, &retire))
             .context("cannot start the --reload watcher")?;
     }
+    if let Some(limit) = settings.interrupt_timeout {
+        let monitor = pool.monitor();
+        std::thread::Builder::new()
+            .name("rwsgi-interrupts".into())
+            .spawn(move || watch_interrupts(&monitor, limit))
+            .context("cannot start the interrupt monitor")?;
+    }
     if let (Some(limit), true) = (settings.inactivity_timeout, worker) {
         let (monitor, retire) = (pool.monitor(), Arc::clone(&recycle_now));
         std::thread::Builder::new()
@@ -250,10 +257,11 @@ fn watch_request_timeouts(
         if overdue.is_empty() {
             continue;
         }
-        for (what, running) in &overdue {
+        for request in &overdue {
             eprintln!(
-                "rwsgi: request {what} in worker {pid} has run for {:.1} s, past --request-timeout {:.1} s",
-                running.as_secs_f64(),
+                "rwsgi: request {} in worker {pid} has run for {:.1} s, past --request-timeout {:.1} s",
+                request.what,
+                request.started.elapsed().as_secs_f64(),
                 limit.as_secs_f64()
             );
         }
@@ -326,6 +334,29 @@ fn watch_inactivity(
             );
             retire.notify_one();
             return;
+        }
+    }
+}
+
+/// `--interrupt-timeout`: raises `mod_wsgi.RequestTimeout` once in the thread of each request running too
+/// long, so it unwinds and its client gets 504 (code in C sees it only when it returns to Python).
+fn watch_interrupts(monitor: &crate::pool::Monitor, limit: std::time::Duration) {
+    let mut interrupted: Vec<(u64, std::time::Instant)> = Vec::new();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let overdue = monitor.overdue(limit);
+        interrupted.retain(|done| overdue.iter().any(|o| (o.python_ident, o.started) == *done));
+        for request in overdue {
+            if interrupted.contains(&(request.python_ident, request.started)) {
+                continue;
+            }
+            eprintln!(
+                "rwsgi: interrupting request {} after {:.1} s (--interrupt-timeout)",
+                request.what,
+                request.started.elapsed().as_secs_f64()
+            );
+            rwsgi_engine::interrupt_thread(request.python_ident);
+            interrupted.push((request.python_ident, request.started));
         }
     }
 }

@@ -22,6 +22,7 @@ pub(crate) struct Settings {
     pub(crate) reload: bool,
     pub(crate) request_timeout: Option<Duration>,
     pub(crate) queue_timeout: Option<Duration>,
+    pub(crate) interrupt_timeout: Option<Duration>,
     /// `--user`/`--group`, resolved: the ids the app runs as.
     pub(crate) run_as: Option<RunAs>,
     pub(crate) startup_timeout: Option<Duration>,
@@ -88,6 +89,10 @@ impl Settings {
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             script_reloading: !args.no_script_reloading,
             reload: args.reload,
+            interrupt_timeout: args
+                .interrupt_timeout
+                .map(positive_seconds("--interrupt-timeout"))
+                .transpose()?,
             request_timeout: args
                 .request_timeout
                 .map(positive_seconds("--request-timeout"))

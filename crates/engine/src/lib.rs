@@ -36,7 +36,7 @@ pub use host::{
     BodyChunk, BodyReader, ClientGone, ErrorLog, FileRegion, Output, ResponseHead, ResponseSink,
     StderrLog, TrySendError,
 };
-pub use pyapi::MOD_WSGI_API_VERSION;
+pub use pyapi::{current_thread_ident, interrupt_thread, MOD_WSGI_API_VERSION};
 pub use request::{Outcome, Request};
 
 mod error;

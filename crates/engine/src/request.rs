@@ -103,8 +103,9 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
         Some(Stop::App(err)) => {
             engine.log_exception(py, id.as_deref(), &err);
             outcome.app_error = true;
+            let timed_out = crate::pyapi::is_request_timeout(py, &err);
             if let Ok(mut state) = start_response.get().lock() {
-                state.fail(py);
+                state.fail(py, timed_out);
             }
         }
         Some(Stop::Gone) => outcome.client_gone = true,

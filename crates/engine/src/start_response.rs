@@ -249,20 +249,36 @@ impl ResponseState {
     }
 
     /// Ends a response that failed: a 500 page if nothing went out yet, otherwise an abort the client sees.
-    pub(crate) fn fail(&mut self, py: Python<'_>) {
+    pub(crate) fn fail(&mut self, py: Python<'_>, timed_out: bool) {
         if self.done {
             return;
         }
-        let output = if self.head_sent {
-            Output::Abort
-        } else {
-            internal_server_error()
+        let output = match (self.head_sent, timed_out) {
+            (true, _) => Output::Abort,
+            (false, false) => internal_server_error(),
+            (false, true) => gateway_timeout(),
         };
         self.head_sent = true;
         // The client leaving now changes nothing: the request is over either way.
         let _ = self.send(py, output);
         self.done = true;
     }
+}
+
+/// The response for a request interrupted by `--interrupt-timeout` before it sent anything.
+pub(crate) fn gateway_timeout() -> Output {
+    let head = ResponseHead {
+        status: 504,
+        reason: "Gateway Timeout".to_owned(),
+        headers: vec![(
+            "Content-Type".to_owned(),
+            b"text/plain; charset=utf-8".to_vec(),
+        )],
+    };
+    Output::Complete(
+        head,
+        Bytes::from_static(b"the request took too long and was interrupted\n"),
+    )
 }
 
 /// The response for an app that raised before sending anything, as Apache words it.
