@@ -211,3 +211,51 @@ fn script_reloading_can_be_turned_off() {
     assert_eq!(server.get("/").text(), "first");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn systemd_socket_activation_serves_the_passed_socket() {
+    // What systemd does: bind, put the socket at fd 3, set LISTEN_FDS=1, exec the service.
+    let launcher = format!(
+        "import os, socket\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)\n\
+         if s.fileno() != 3: os.dup2(s.fileno(), 3)\n\
+         os.set_inheritable(3, True)\n\
+         env = dict(os.environ, LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))\n\
+         os.execve({exe:?}, [{exe:?}, 'serve', {app:?}], env)\n",
+        exe = env!("CARGO_BIN_EXE_rwsgi"),
+        app = app("suite.py"),
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &launcher])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.strip_prefix("rwsgi: listening on http://") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(IO_TIMEOUT);
+    let response = addr.as_ref().ok().map(|addr| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.write_all(b"GET /environ HTTP/1.0\r\n\r\n").unwrap();
+        read_response(&mut std::io::BufReader::new(stream), false).unwrap()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let response = response.expect("rwsgi never listened on the passed socket");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json()["SERVER_PORT"],
+        addr.unwrap().rsplit(':').next().unwrap()
+    );
+}
