@@ -45,7 +45,8 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let inherited = ListenFd::from_env()
         .take_tcp_listener(0)
         .context("cannot use the socket passed in LISTEN_FDS")?;
-    if settings.supervised() && !worker {
+    // `rwsgi serve` is always a supervisor (no Python) over workers, as gunicorn always has its arbiter.
+    if !worker {
         let listener = match inherited {
             Some(listener) => listener,
             None => {

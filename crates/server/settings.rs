@@ -41,16 +41,6 @@ pub(crate) struct Settings {
 const BUNDLED_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.py");
 
 impl Settings {
-    /// Whether a supervisor runs workers (several processes, or workers that get replaced).
-    pub(crate) fn supervised(&self) -> bool {
-        self.processes > 1
-            || self.max_requests.is_some()
-            || self.request_timeout.is_some()
-            || self.max_memory_kib.is_some()
-            || self.inactivity_timeout.is_some()
-            || self.reload
-    }
-
     /// This worker's own request limit: the base plus a random share of the jitter.
     pub(crate) fn worker_request_limit(&self) -> Option<u64> {
         use std::hash::{BuildHasher, Hasher};
