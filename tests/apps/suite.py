@@ -303,15 +303,19 @@ def status_view(environ, start_response):
 
 _running = 0
 _max_running = 0
+_overlapped = 0
+_cpu_requests = 0
 _running_lock = threading.Lock()
 
 
 def cpu_view(environ, start_response):
     """Burns CPU for `ms` milliseconds and records how many requests ran Python at once."""
-    global _running, _max_running
+    global _running, _max_running, _overlapped, _cpu_requests
     with _running_lock:
         _running += 1
         _max_running = max(_max_running, _running)
+        _cpu_requests += 1
+        _overlapped += _running > 1
     try:
         deadline = time.perf_counter() + float(_query(environ).get('ms', '2')) / 1000
         n = 0
@@ -324,7 +328,8 @@ def cpu_view(environ, start_response):
 
 
 def concurrency_view(environ, start_response):
-    return _json(start_response, {'max_running': _max_running})
+    return _json(start_response, {'max_running': _max_running, 'requests': _cpu_requests,
+                                  'overlapped': _overlapped})
 
 
 _hoard = []
