@@ -83,9 +83,10 @@ fn cpu_bound_requests_run_one_thread_at_a_time() {
     assert_eq!(requests, 200);
     // A pool that gives each waiting request a thread has nearly every request start while others are
     // still inside Python. The maximum alone is hostage to rare scheduler events on a shared machine, so
-    // the test bounds how often it happens: the throughput-relevant property.
+    // the test bounds how often it happens: the throughput-relevant property. Measured here: rwsgi 0-12%
+    // (the upper end with the machine busy), a naive pool 48%; the bound sits between them.
     assert!(
-        overlapped * 10 <= requests,
+        overlapped * 4 <= requests,
         "{overlapped} of {requests} CPU-bound requests overlapped in Python ({report})"
     );
 }
