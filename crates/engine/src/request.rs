@@ -112,11 +112,7 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
         None => {}
     }
     if let Ok(state) = start_response.get().lock() {
-        outcome.status = if outcome.app_error && !state.head_sent() {
-            Some(500)
-        } else {
-            state.status()
-        };
+        outcome.status = state.sent_status();
         outcome.body_bytes = state.body_sent();
     }
     outcome

@@ -42,6 +42,8 @@ pub(crate) struct ResponseState {
     body_sent: u64,
     /// Set once `End`, `Abort` or `Complete` went out, or the client left.
     done: bool,
+    /// The status the client was actually sent (the app's, or 500/504 when it failed first).
+    sent_status: Option<u16>,
 }
 
 impl StartResponse {
@@ -54,6 +56,7 @@ impl StartResponse {
                 head_sent: false,
                 body_sent: 0,
                 done: false,
+                sent_status: None,
             }),
         }
     }
@@ -121,12 +124,9 @@ impl ResponseState {
         self.head.is_some()
     }
 
-    pub(crate) fn head_sent(&self) -> bool {
-        self.head_sent
-    }
-
-    pub(crate) fn status(&self) -> Option<u16> {
-        self.head.as_ref().map(|h| h.status)
+    /// The status the client was sent, if a head went out.
+    pub(crate) fn sent_status(&self) -> Option<u16> {
+        self.sent_status
     }
 
     pub(crate) fn body_sent(&self) -> u64 {
@@ -143,6 +143,9 @@ impl ResponseState {
     fn send(&mut self, py: Python<'_>, output: Output) -> Result<(), ClientGone> {
         if self.done {
             return Err(ClientGone);
+        }
+        if let Output::Head(head) | Output::Complete(head, _) = &output {
+            self.sent_status = Some(head.status);
         }
         let result = match self.sink.try_send(output) {
             Ok(()) => Ok(()),
