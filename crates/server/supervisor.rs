@@ -97,6 +97,23 @@ impl Workers {
             .filter(move |(_, w)| w.generation == self.generation)
     }
 
+    /// Starts a worker of `generation` and keeps track of it.
+    fn spawn(
+        &mut self,
+        generation: u64,
+        listener: &TcpListener,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> anyhow::Result<u32> {
+        let pid = spawn_worker(listener, events.clone())?;
+        let worker = Worker {
+            generation,
+            ready: false,
+            started: Instant::now(),
+        };
+        self.by_pid.insert(pid, worker);
+        Ok(pid)
+    }
+
     fn pids_of(&self, keep: impl Fn(&Worker) -> bool) -> Vec<u32> {
         self.by_pid
             .iter()
@@ -125,15 +142,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
         backoff: Duration::ZERO,
     };
     for _ in 0..workers.target {
-        let pid = spawn_worker(&listener, events_tx.clone())?;
-        workers.by_pid.insert(
-            pid,
-            Worker {
-                generation: 0,
-                ready: false,
-                started: Instant::now(),
-            },
-        );
+        workers.spawn(0, &listener, &events_tx)?;
     }
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -166,8 +175,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
             }
             _ = more.recv() => {
                 workers.target += 1;
-                let pid = spawn_worker(&listener, events_tx.clone())?;
-                workers.by_pid.insert(pid, Worker { generation: workers.generation, ready: false, started: Instant::now() });
+                workers.spawn(workers.generation, &listener, &events_tx)?;
                 eprintln!("rwsgi: SIGTTIN: now {} workers", workers.target);
                 continue;
             }
@@ -232,15 +240,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
                     }
                 );
                 tokio::time::sleep(delay).await;
-                let pid = spawn_worker(&listener, events_tx.clone())?;
-                workers.by_pid.insert(
-                    pid,
-                    Worker {
-                        generation: workers.generation,
-                        ready: false,
-                        started: Instant::now(),
-                    },
-                );
+                workers.spawn(workers.generation, &listener, &events_tx)?;
             }
         }
     }
@@ -293,15 +293,7 @@ fn replace_oversized(
             .by_pid
             .remove(&pid)
             .map_or(workers.generation, |w| w.generation);
-        let new = spawn_worker(listener, events.clone())?;
-        workers.by_pid.insert(
-            new,
-            Worker {
-                generation,
-                ready: false,
-                started: Instant::now(),
-            },
-        );
+        workers.spawn(generation, listener, events)?;
         signal_worker(pid, RETIRE);
     }
     Ok(())
@@ -328,15 +320,7 @@ fn start_reload(
     workers.generation += 1;
     eprintln!("rwsgi: SIGHUP: starting {} new workers", workers.target);
     for _ in 0..workers.target {
-        let pid = spawn_worker(listener, events.clone())?;
-        workers.by_pid.insert(
-            pid,
-            Worker {
-                generation: workers.generation,
-                ready: false,
-                started: Instant::now(),
-            },
-        );
+        workers.spawn(workers.generation, listener, events)?;
     }
     Ok(())
 }
