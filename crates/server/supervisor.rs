@@ -58,6 +58,8 @@ pub(crate) fn follow_supervisor() {
 }
 
 enum Event {
+    /// A back-off ended: start the replacement it delayed.
+    Respawn,
     Ready {
         pid: u32,
     },
@@ -239,7 +241,18 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
                         format!(" in {delay:?}")
                     }
                 );
-                tokio::time::sleep(delay).await;
+                if delay.is_zero() {
+                    workers.spawn(workers.generation, &listener, &events_tx)?;
+                } else {
+                    // The loop keeps answering signals while the back-off runs.
+                    let events = events_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = events.send(Event::Respawn);
+                    });
+                }
+            }
+            Some(Event::Respawn) => {
                 workers.spawn(workers.generation, &listener, &events_tx)?;
             }
         }
@@ -380,7 +393,8 @@ async fn stop_all(
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Some(Event::Exited { pid, .. })) => running.retain(|&p| p != pid),
-            Ok(Some(Event::Ready { .. })) => {}
+            // Stopping: a pending respawn is dropped.
+            Ok(Some(Event::Ready { .. } | Event::Respawn)) => {}
             Ok(None) | Err(_) => break,
         }
     }

@@ -97,8 +97,8 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
     let target = match parts.uri.path_and_query() {
-        Some(pq) if parts.uri.scheme().is_none() => pq.as_str().to_owned(),
-        _ => parts.uri.to_string(),
+        Some(pq) if parts.uri.scheme().is_none() => std::borrow::Cow::Borrowed(pq.as_str()),
+        _ => std::borrow::Cow::Owned(parts.uri.to_string()),
     };
     let vars = from_http(HttpRequest {
         method: parts.method.as_str(),
