@@ -283,6 +283,24 @@ def sleep_view(environ, start_response):
     return _json(start_response, {'thread': threading.get_ident(), 'pid': os.getpid()})
 
 
+_barriers = {}
+_barriers_lock = threading.Lock()
+
+
+def rendezvous_view(environ, start_response):
+    # Returns only once `n` requests are inside the app at the same time (or 503 after 10 s): proof of
+    # concurrency that does not depend on how quickly the clients happen to connect.
+    n = int(_query(environ).get('n', '2'))
+    with _barriers_lock:
+        barrier = _barriers.setdefault(n, threading.Barrier(n, timeout=10))
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        barrier.reset()
+        return _json(start_response, {'error': 'fewer than %d requests ran at once' % n}, '503 Service Unavailable')
+    return _json(start_response, {'thread': threading.get_ident(), 'pid': os.getpid()})
+
+
 def big_view(environ, start_response):
     n = int(_query(environ).get('n', '1000000'))
     start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('Content-Length', str(n))])
@@ -379,6 +397,7 @@ ROUTES = {
     '/file_reads': file_reads_view,
     '/bytesio': bytesio_view,
     '/sleep': sleep_view,
+    '/rendezvous': rendezvous_view,
     '/big': big_view,
     '/mod_wsgi': mod_wsgi_view,
     '/status': status_view,
