@@ -67,6 +67,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         python_home: settings.python_home.clone(),
         python_path: settings.python_path.clone(),
         working_dir_first: matches!(settings.app.source, AppSource::Module(_)),
+        ..InterpreterConfig::default()
     })?;
     let options = EngineOptions {
         threads: settings.threads,

@@ -24,6 +24,16 @@ pub struct InterpreterConfig {
     pub python_path: Vec<PathBuf>,
     /// Put the working directory first on `sys.path`, so `module:callable` imports from it.
     pub working_dir_first: bool,
+    /// `sys.flags.optimize` (mod_wsgi's `WSGIPythonOptimize`): 0, 1 or 2.
+    pub optimize: u8,
+    /// A fixed hash seed (`WSGIPythonHashSeed`); `None` keeps Python's random seed.
+    pub hash_seed: Option<u32>,
+    /// Don't write `.pyc` files (`WSGIDontWriteBytecode`).
+    pub dont_write_bytecode: bool,
+    /// Warning filters, as `-W` takes them (`WSGIPythonWarnings`).
+    pub warnings: Vec<String>,
+    /// The GIL switch interval in seconds (`WSGISwitchInterval`); `None` keeps Python's 5 ms.
+    pub switch_interval: Option<f64>,
 }
 
 /// The Python the engine was built against; `sys.executable` points here unless a python-home says otherwise.
@@ -46,11 +56,45 @@ pub fn initialize(config: &InterpreterConfig) -> Result<(), EngineError> {
         .map(|p| path_cstring("python-executable", p))
         .transpose()?;
     let home = home.map(|p| path_cstring("python-home", p)).transpose()?;
+    let warnings = config
+        .warnings
+        .iter()
+        .map(|w| {
+            CString::new(w.as_str()).map_err(|_| EngineError::Setting {
+                name: "python-warnings",
+                reason: format!("{w:?} contains a NUL byte"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = StartOptions {
+        executable: executable.as_deref(),
+        home: home.as_deref(),
+        optimize: config.optimize,
+        hash_seed: config.hash_seed,
+        dont_write_bytecode: config.dont_write_bytecode,
+        warnings: &warnings,
+    };
     // SAFETY: called once before any other Python API use (the host's contract, see the fn doc); the config
     // is initialised by PyConfig_InitPythonConfig before any field is touched, and cleared on every path.
-    unsafe { start(executable.as_deref(), home.as_deref())? };
-    Python::attach(|py| extend_sys_path(py, config))
-        .map_err(|e| EngineError::Interpreter(e.to_string()))
+    unsafe { start(&options)? };
+    Python::attach(|py| {
+        if let Some(interval) = config.switch_interval {
+            py.import("sys")?
+                .call_method1("setswitchinterval", (interval,))?;
+        }
+        extend_sys_path(py, config)
+    })
+    .map_err(|e| EngineError::Interpreter(e.to_string()))
+}
+
+/// What `start` sets in CPython's `PyConfig`.
+struct StartOptions<'a> {
+    executable: Option<&'a CStr>,
+    home: Option<&'a CStr>,
+    optimize: u8,
+    hash_seed: Option<u32>,
+    dont_write_bytecode: bool,
+    warnings: &'a [CString],
 }
 
 fn path_cstring(name: &'static str, path: &Path) -> Result<CString, EngineError> {
@@ -62,7 +106,10 @@ fn path_cstring(name: &'static str, path: &Path) -> Result<CString, EngineError>
 
 /// # Safety
 /// Must run once per process, before any other Python API call, on the thread that will own shutdown.
-unsafe fn start(executable: Option<&CStr>, home: Option<&CStr>) -> Result<(), EngineError> {
+unsafe fn start(options: &StartOptions<'_>) -> Result<(), EngineError> {
+    let StartOptions {
+        executable, home, ..
+    } = *options;
     let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
     // SAFETY: PyConfig_InitPythonConfig fully initialises the struct it is given.
     unsafe { ffi::PyConfig_InitPythonConfig(config.as_mut_ptr()) };
@@ -71,7 +118,18 @@ unsafe fn start(executable: Option<&CStr>, home: Option<&CStr>) -> Result<(), En
     // Signals belong to the host (graceful stop, reload); Python must not install its own handlers.
     config.install_signal_handlers = 0;
     config.parse_argv = 0;
+    config.optimization_level = i32::from(options.optimize);
+    config.write_bytecode = i32::from(!options.dont_write_bytecode);
+    if let Some(seed) = options.hash_seed {
+        config.use_hash_seed = 1;
+        config.hash_seed = std::ffi::c_ulong::from(seed);
+    }
     let result = (|| {
+        for warning in options.warnings {
+            let wide = widen(warning)?;
+            // SAFETY: the list belongs to `config`, initialised above; `wide` is NUL-terminated and copied.
+            check(unsafe { ffi::PyWideStringList_Append(&mut config.warnoptions, wide.as_ptr()) })?;
+        }
         if let Some(executable) = executable {
             // SAFETY: `config` is initialised and `executable` is a valid C string that outlives the call.
             check(unsafe {
@@ -94,6 +152,16 @@ unsafe fn start(executable: Option<&CStr>, home: Option<&CStr>) -> Result<(), En
     // SAFETY: the interpreter is initialised and this thread holds the GIL.
     unsafe { ffi::PyEval_SaveThread() };
     Ok(())
+}
+
+/// A C string as the `wchar_t` string CPython's lists take (ASCII and UTF-8 decoded; no locale needed).
+fn widen(text: &CStr) -> Result<Vec<libc::wchar_t>, EngineError> {
+    let text = text
+        .to_str()
+        .map_err(|_| EngineError::Interpreter(format!("{text:?} is not UTF-8")))?;
+    let mut wide: Vec<libc::wchar_t> = text.chars().map(|c| c as libc::wchar_t).collect();
+    wide.push(0);
+    Ok(wide)
 }
 
 fn check(status: ffi::PyStatus) -> Result<(), EngineError> {
@@ -136,4 +204,27 @@ pub fn run_exit_hooks() {
             err.print(py);
         }
     });
+}
+
+thread_local! {
+    /// Whether this thread keeps a Python thread state between requests (see [`keep_thread_state`]).
+    static THREAD_STATE_KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives the calling thread a Python thread state that lives as long as the thread, so requests served on it
+/// do not create and destroy one each (which `Python::attach` does on a thread Python did not start). For
+/// hosts whose long-lived threads Python did not create, such as Apache's workers. The interpreter must be
+/// initialised, and the calling thread must not be attached to it now.
+pub fn keep_thread_state() {
+    if THREAD_STATE_KEPT.get() {
+        return;
+    }
+    // SAFETY: the interpreter is initialised (our contract) and this thread is not attached, so Ensure takes
+    // the GIL with a thread state of its own; SaveThread releases the GIL and keeps that state, whose
+    // counter Ensure left at 1, so PyO3's later Ensure/Release pairs reuse it instead of deleting it.
+    unsafe {
+        ffi::PyGILState_Ensure();
+        ffi::PyEval_SaveThread();
+    }
+    THREAD_STATE_KEPT.set(true);
 }

@@ -200,6 +200,20 @@ pub(crate) fn path_str(path: &std::path::Path) -> String {
     }
 }
 
+/// Sends what Python code prints to `sys.stdout` and `sys.stderr` to `log`, line by line, as mod_wsgi does
+/// inside Apache, whose child processes have no standard streams worth writing to.
+pub fn redirect_std_streams(log: Arc<dyn ErrorLog>) -> Result<(), EngineError> {
+    Python::attach(|py| {
+        let sys = py.import("sys")?;
+        for name in ["stdout", "stderr"] {
+            let stream = Bound::new(py, errors::ErrorStream::new(Arc::clone(&log), None))?;
+            sys.setattr(name, stream)?;
+        }
+        Ok(())
+    })
+    .map_err(|err: PyErr| EngineError::Interpreter(err.to_string()))
+}
+
 impl Engine {
     /// Every Python thread's current stack, formatted as tracebacks, named by thread (for stuck requests).
     /// Waits for the GIL: a thread spinning in C with the GIL held makes this wait, so callers bound it.

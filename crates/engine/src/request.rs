@@ -148,10 +148,13 @@ fn build_environ<'py>(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    environ.set_item(
-        pyo3::intern!(py, "mod_wsgi.request_start"),
-        now.as_micros().to_string(),
-    )?;
+    // A host that knows when the request arrived (Apache) says so in the vars; otherwise it is now.
+    if vars.get("mod_wsgi.request_start").is_none() {
+        environ.set_item(
+            pyo3::intern!(py, "mod_wsgi.request_start"),
+            now.as_micros().to_string(),
+        )?;
+    }
     if let Some(id) = id {
         environ.set_item(pyo3::intern!(py, "mod_wsgi.request_id"), id)?;
     }

@@ -1,0 +1,459 @@
+//! The module's settings, resolved from mod_wsgi's directives, and Apache's merging of them.
+//!
+//! A directive at server or virtual-host level sets the server's [`ServerConfig`]; inside `<Directory>`,
+//! `<Location>`, `<Files>` or .htaccess it sets that section's [`DirConfig`]. For a request, a directory's
+//! value wins over the server's, and the server's over mod_wsgi's default ([`ServerConfig::effective`]).
+//! This module does not touch Apache: [`crate::ffi`] calls [`apply`] with the directive's split words.
+
+use std::path::PathBuf;
+
+use crate::directives::{Directive, Name};
+
+/// Settings that may be given per server and per directory (each `None` until a directive sets it).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scoped {
+    pub(crate) application_group: Option<String>,
+    pub(crate) process_group: Option<String>,
+    pub(crate) callable_object: Option<String>,
+    pub(crate) pass_authorization: Option<bool>,
+    pub(crate) script_reloading: Option<bool>,
+    pub(crate) error_override: Option<bool>,
+    pub(crate) chunked_request: Option<bool>,
+    pub(crate) map_head_to_get: Option<MapHeadToGet>,
+    pub(crate) enable_sendfile: Option<bool>,
+    pub(crate) ignore_activity: Option<bool>,
+    pub(crate) pass_apache_request: Option<bool>,
+    pub(crate) trusted_proxy_headers: Option<Vec<String>>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) handler_scripts: Vec<HandlerScript>,
+}
+
+impl Scoped {
+    /// `add` over `base`, field by field (handler scripts: `add`'s first, then `base`'s).
+    fn merge(base: &Self, add: &Self) -> Self {
+        fn pick<T: Clone>(base: &Option<T>, add: &Option<T>) -> Option<T> {
+            add.clone().or_else(|| base.clone())
+        }
+        Self {
+            application_group: pick(&base.application_group, &add.application_group),
+            process_group: pick(&base.process_group, &add.process_group),
+            callable_object: pick(&base.callable_object, &add.callable_object),
+            pass_authorization: pick(&base.pass_authorization, &add.pass_authorization),
+            script_reloading: pick(&base.script_reloading, &add.script_reloading),
+            error_override: pick(&base.error_override, &add.error_override),
+            chunked_request: pick(&base.chunked_request, &add.chunked_request),
+            map_head_to_get: pick(&base.map_head_to_get, &add.map_head_to_get),
+            enable_sendfile: pick(&base.enable_sendfile, &add.enable_sendfile),
+            ignore_activity: pick(&base.ignore_activity, &add.ignore_activity),
+            pass_apache_request: pick(&base.pass_apache_request, &add.pass_apache_request),
+            trusted_proxy_headers: pick(&base.trusted_proxy_headers, &add.trusted_proxy_headers),
+            trusted_proxies: pick(&base.trusted_proxies, &add.trusted_proxies),
+            handler_scripts: add
+                .handler_scripts
+                .iter()
+                .chain(&base.handler_scripts)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// `WSGIMapHEADToGET`: Auto (only when an output filter may need the body), On, Off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapHeadToGet {
+    Off,
+    On,
+    Auto,
+}
+
+/// `WSGIHandlerScript NAME SCRIPT [options]`: requests whose handler is NAME run SCRIPT's `handle_request`.
+#[derive(Debug, Clone)]
+pub(crate) struct HandlerScript {
+    pub(crate) name: String,
+    pub(crate) script: PathBuf,
+    pub(crate) options: AliasOptions,
+}
+
+/// The `name=value` options of `WSGIScriptAlias` and its kin.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AliasOptions {
+    pub(crate) process_group: Option<String>,
+    pub(crate) application_group: Option<String>,
+    pub(crate) callable_object: Option<String>,
+    pub(crate) pass_authorization: Option<bool>,
+}
+
+/// A URL prefix or pattern mapped to a script.
+#[derive(Debug, Clone)]
+pub(crate) enum Location {
+    /// `WSGIScriptAlias`: a prefix, matched the way mod_alias matches (runs of `/` match each other).
+    Prefix(String),
+    /// `WSGIScriptAliasMatch`: a regular expression; `$N` in the target takes its groups.
+    Pattern(regex::bytes::Regex),
+}
+
+/// One `WSGIScriptAlias` or `WSGIScriptAliasMatch`.
+#[derive(Debug, Clone)]
+pub(crate) struct ScriptAlias {
+    pub(crate) location: Location,
+    pub(crate) target: String,
+    pub(crate) options: AliasOptions,
+}
+
+/// The interpreter's settings: global to the Apache server, read from the main server's config.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PythonSettings {
+    pub(crate) home: Option<PathBuf>,
+    pub(crate) path: Vec<PathBuf>,
+    pub(crate) optimize: Option<u8>,
+    pub(crate) hash_seed: Option<HashSeed>,
+    pub(crate) dont_write_bytecode: Option<bool>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) switch_interval: Option<f64>,
+    pub(crate) destroy_interpreter: Option<bool>,
+    pub(crate) restrict_embedded: Option<bool>,
+    pub(crate) restrict_stdin: Option<bool>,
+    pub(crate) restrict_stdout: Option<bool>,
+    pub(crate) restrict_signal: Option<bool>,
+}
+
+/// `WSGIPythonHashSeed`: `random` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HashSeed {
+    Random,
+    Fixed(u32),
+}
+
+/// One server's (or virtual host's) settings.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ServerConfig {
+    pub(crate) aliases: Vec<ScriptAlias>,
+    pub(crate) scoped: Scoped,
+    pub(crate) python: PythonSettings,
+}
+
+impl ServerConfig {
+    /// A virtual host's config over the main server's: its aliases first, then the main server's.
+    pub(crate) fn merge(base: &Self, add: &Self) -> Self {
+        Self {
+            aliases: add.aliases.iter().chain(&base.aliases).cloned().collect(),
+            scoped: Scoped::merge(&base.scoped, &add.scoped),
+            // Interpreter settings are process-wide: only the main server's count.
+            python: base.python.clone(),
+        }
+    }
+
+    /// The settings that apply to a request in `dir`: the directory's, then the server's.
+    pub(crate) fn effective(&self, dir: &DirConfig) -> Scoped {
+        Scoped::merge(&self.scoped, &dir.scoped)
+    }
+}
+
+/// One `<Directory>`, `<Location>`, `<Files>` or .htaccess section's settings.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct DirConfig {
+    pub(crate) scoped: Scoped,
+}
+
+impl DirConfig {
+    pub(crate) fn merge(base: &Self, add: &Self) -> Self {
+        Self {
+            scoped: Scoped::merge(&base.scoped, &add.scoped),
+        }
+    }
+}
+
+/// Applies one directive. The error is the message Apache shows after "Syntax error on line N of FILE:"
+/// (the caller puts the directive's name in front).
+pub(crate) fn apply(
+    directive: &Directive,
+    args: &[String],
+    server: &mut ServerConfig,
+    dir: &mut DirConfig,
+    in_directory: bool,
+) -> Result<(), String> {
+    let scoped = if in_directory {
+        &mut dir.scoped
+    } else {
+        &mut server.scoped
+    };
+    let python = &mut server.python;
+    match directive.which {
+        Name::ScriptAlias | Name::ScriptAliasMatch => {
+            let alias = script_alias(args, directive.which == Name::ScriptAliasMatch)?;
+            server.aliases.push(alias);
+        }
+        Name::PythonHome => python.home = Some(PathBuf::from(one(args)?)),
+        Name::PythonPath => {
+            // Colon-separated, as mod_wsgi takes it; each entry gets site.addsitedir semantics.
+            python.path.extend(
+                one(args)?
+                    .split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+            );
+        }
+        Name::PythonOptimize => {
+            python.optimize = Some(match one(args)? {
+                "0" => 0,
+                "1" => 1,
+                "2" => 2,
+                _ => return Err("Invalid Python optimisation level; use 0, 1 or 2.".into()),
+            })
+        }
+        Name::PythonHashSeed => {
+            let value = one(args)?;
+            python.hash_seed = Some(if value == "random" {
+                HashSeed::Random
+            } else {
+                HashSeed::Fixed(value.parse().map_err(|_| {
+                    "Invalid Python hash seed: use 'random' or a number from 0 to 4294967295."
+                        .to_owned()
+                })?)
+            });
+        }
+        Name::PythonWarnings => python.warnings.push(one(args)?.to_owned()),
+        Name::DontWriteBytecode => python.dont_write_bytecode = Some(flag(args)?),
+        Name::SwitchInterval => {
+            let seconds: f64 = one(args)?
+                .parse()
+                .ok()
+                .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                .ok_or("Invalid switch interval: give a positive number of seconds.")?;
+            python.switch_interval = Some(seconds);
+        }
+        Name::DestroyInterpreter => python.destroy_interpreter = Some(flag(args)?),
+        Name::RestrictEmbedded => python.restrict_embedded = Some(flag(args)?),
+        Name::RestrictStdin => python.restrict_stdin = Some(flag(args)?),
+        Name::RestrictStdout => python.restrict_stdout = Some(flag(args)?),
+        Name::RestrictSignal => python.restrict_signal = Some(flag(args)?),
+        Name::ApplicationGroup => {
+            scoped.application_group = Some(group_name(one(args)?, "application")?)
+        }
+        Name::ProcessGroup => {
+            let name = group_name(one(args)?, "process")?;
+            if !name.is_empty() {
+                return Err(daemon_mode_refusal());
+            }
+            scoped.process_group = Some(name);
+        }
+        Name::CallableObject => scoped.callable_object = Some(one(args)?.to_owned()),
+        Name::PassAuthorization => scoped.pass_authorization = Some(flag(args)?),
+        Name::ScriptReloading => scoped.script_reloading = Some(flag(args)?),
+        Name::ErrorOverride => scoped.error_override = Some(flag(args)?),
+        Name::ChunkedRequest => scoped.chunked_request = Some(flag(args)?),
+        Name::EnableSendfile => scoped.enable_sendfile = Some(flag(args)?),
+        Name::IgnoreActivity => scoped.ignore_activity = Some(flag(args)?),
+        Name::PassApacheRequest => scoped.pass_apache_request = Some(flag(args)?),
+        Name::MapHeadToGet => {
+            scoped.map_head_to_get = Some(match one(args)?.to_ascii_lowercase().as_str() {
+                "off" => MapHeadToGet::Off,
+                "on" => MapHeadToGet::On,
+                "auto" => MapHeadToGet::Auto,
+                _ => return Err("WSGIMapHEADToGET must be one of: Off | On | Auto.".into()),
+            })
+        }
+        Name::TrustedProxyHeaders => {
+            scoped.trusted_proxy_headers = Some(at_least_one(args)?.to_vec())
+        }
+        Name::TrustedProxies => scoped.trusted_proxies = Some(at_least_one(args)?.to_vec()),
+        Name::HandlerScript => {
+            let (name, script, options) = match args {
+                [name, script, options @ ..] => (name, script, alias_options(options)?),
+                _ => return Err("requires at least two arguments, handler name and script.".into()),
+            };
+            scoped.handler_scripts.push(HandlerScript {
+                name: name.clone(),
+                script: PathBuf::from(script),
+                options,
+            });
+        }
+        Name::DaemonProcess
+        | Name::SocketPrefix
+        | Name::SocketRotation
+        | Name::AcceptMutex
+        | Name::RestrictProcess => return Err(daemon_mode_refusal()),
+        Name::ImportScript
+        | Name::DispatchScript
+        | Name::AccessScript
+        | Name::AuthUserScript
+        | Name::AuthGroupScript
+        | Name::GroupAuthoritative => {
+            return Err("is recognised but not implemented yet by rwsgi's mod_wsgi.so.".into())
+        }
+        Name::VerboseDebugging
+        | Name::PythonEggs
+        | Name::CaseSensitivity
+        | Name::ServerMetrics
+        | Name::PerInterpreterGil
+        | Name::FreeThreading => {
+            // Accepted for compatibility; none changes how requests are served here.
+            one(args)?;
+        }
+        Name::InterpreterOptions => {
+            return Err("<WSGIInterpreterOptions> is not supported by rwsgi's mod_wsgi.so.".into())
+        }
+    }
+    Ok(())
+}
+
+fn daemon_mode_refusal() -> String {
+    "daemon mode is not available yet in rwsgi's mod_wsgi.so; serve the application in embedded mode \
+     (remove the daemon-mode directives and options) until it is."
+        .to_owned()
+}
+
+fn one(args: &[String]) -> Result<&str, String> {
+    match args {
+        [value] => Ok(value),
+        _ => Err("takes one argument.".into()),
+    }
+}
+
+fn at_least_one(args: &[String]) -> Result<&[String], String> {
+    if args.is_empty() {
+        return Err("requires at least one argument.".into());
+    }
+    Ok(args)
+}
+
+fn flag(args: &[String]) -> Result<bool, String> {
+    match one(args)?.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be On or Off.".into()),
+    }
+}
+
+/// An application or process group name; `%{GLOBAL}` is the empty name, as in mod_wsgi.
+fn group_name(value: &str, what: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err(format!("Invalid name for WSGI {what} group."));
+    }
+    Ok(if value == "%{GLOBAL}" {
+        String::new()
+    } else {
+        value.to_owned()
+    })
+}
+
+fn script_alias(args: &[String], pattern: bool) -> Result<ScriptAlias, String> {
+    let (location, target, options) = match args {
+        [location, target, options @ ..] if !location.is_empty() && !target.is_empty() => {
+            (location, target, options)
+        }
+        _ => return Err("requires at least two arguments, a URL path and a script file.".into()),
+    };
+    let location = if pattern {
+        Location::Pattern(
+            regex::bytes::Regex::new(location)
+                .map_err(|err| format!("Regular expression could not be compiled: {err}"))?,
+        )
+    } else {
+        Location::Prefix(location.clone())
+    };
+    Ok(ScriptAlias {
+        location,
+        target: target.clone(),
+        options: alias_options(options)?,
+    })
+}
+
+fn alias_options(words: &[String]) -> Result<AliasOptions, String> {
+    let mut options = AliasOptions::default();
+    for word in words {
+        let (name, value) = word
+            .split_once('=')
+            .ok_or_else(|| format!("Invalid option '{word}' to WSGI script alias definition."))?;
+        match name {
+            "application-group" => {
+                options.application_group = Some(group_name(value, "application")?)
+            }
+            "process-group" => {
+                let group = group_name(value, "process")?;
+                if !group.is_empty() {
+                    return Err(daemon_mode_refusal());
+                }
+                options.process_group = Some(group);
+            }
+            "callable-object" if !value.is_empty() => {
+                options.callable_object = Some(value.to_owned())
+            }
+            "callable-object" => return Err("Invalid name for WSGI callable object.".into()),
+            "pass-authorization" => {
+                options.pass_authorization = Some(match value.to_ascii_lowercase().as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err("Invalid value for authorization flag.".into()),
+                })
+            }
+            _ => {
+                return Err(format!(
+                    "Invalid option '{word}' to WSGI script alias definition."
+                ))
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// How much of `uri` a `WSGIScriptAlias` prefix matches, mod_alias's way: a `/` in the alias matches any
+/// run of `/` in the URI, and the match must end at a path segment boundary. `None` if it does not match.
+pub(crate) fn prefix_match(uri: &str, alias: &str) -> Option<usize> {
+    let (uri, alias) = (uri.as_bytes(), alias.as_bytes());
+    let (mut u, mut a) = (0, 0);
+    while a < alias.len() {
+        if alias[a] == b'/' {
+            if uri.get(u) != Some(&b'/') {
+                return None;
+            }
+            while alias.get(a) == Some(&b'/') {
+                a += 1;
+            }
+            while uri.get(u) == Some(&b'/') {
+                u += 1;
+            }
+        } else {
+            if uri.get(u) != Some(&alias[a]) {
+                return None;
+            }
+            u += 1;
+            a += 1;
+        }
+    }
+    let ends_in_slash = alias.last() == Some(&b'/');
+    if !ends_in_slash && u < uri.len() && uri[u] != b'/' {
+        return None;
+    }
+    (u > 0).then_some(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matches_like_mod_alias() {
+        assert_eq!(prefix_match("/app/x", "/app"), Some(4));
+        assert_eq!(prefix_match("/app", "/app"), Some(4));
+        assert_eq!(prefix_match("/apple", "/app"), None);
+        assert_eq!(prefix_match("//app//x", "/app/"), Some(7));
+        assert_eq!(prefix_match("/anything", "/"), Some(1));
+        assert_eq!(prefix_match("/other", "/app"), None);
+    }
+
+    #[test]
+    fn alias_options_parse_and_refuse_bad_values() {
+        let options = alias_options(&[
+            "application-group=%{GLOBAL}".into(),
+            "callable-object=app".into(),
+            "pass-authorization=On".into(),
+        ])
+        .unwrap();
+        assert_eq!(options.application_group.as_deref(), Some(""));
+        assert_eq!(options.callable_object.as_deref(), Some("app"));
+        assert_eq!(options.pass_authorization, Some(true));
+        assert!(alias_options(&["pass-authorization=maybe".into()]).is_err());
+        assert!(alias_options(&["colour=blue".into()]).is_err());
+    }
+}

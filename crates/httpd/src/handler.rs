@@ -1,0 +1,377 @@
+//! Requests: `WSGIScriptAlias` mapping in the translate-name phase, and the response handler that runs
+//! the application for `wsgi-script` requests (and `WSGIHandlerScript` handlers).
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use rwsgi_engine::Request as EngineRequest;
+
+use crate::config::{prefix_match, Location, Scoped, ScriptAlias};
+use crate::environ::{self, Resolved};
+use crate::ffi::{status, FileType, Level, Request};
+use crate::io::{ApacheBody, ApacheResponse};
+use crate::python::{self, AppKey};
+
+const WSGI_SCRIPT: &str = "wsgi-script";
+
+/// Maps a URL under a `WSGIScriptAlias` to its script: the script path (plus the rest of the URL, which
+/// Apache's directory walk turns into PATH_INFO) becomes the filename, and the handler `wsgi-script`.
+pub(crate) fn translate(request: &mut Request<'_>) -> i32 {
+    let config = request.server().config();
+    let uri = request.uri();
+    if config.aliases.is_empty() || (!uri.is_empty() && !uri.starts_with('/')) {
+        return status::DECLINED;
+    }
+    for alias in &config.aliases {
+        let Some((matched, location_is_root, target)) = match_alias(alias, uri) else {
+            continue;
+        };
+        let rest = if location_is_root {
+            uri
+        } else {
+            &uri[matched..]
+        };
+        let filename = format!("{target}{rest}");
+        request.set_filename(&filename);
+        request.set_handler(c"wsgi-script");
+        if let Some(mut notes) = request.notes() {
+            notes.set("alias-forced-type", WSGI_SCRIPT.as_bytes());
+            let options = &alias.options;
+            if let Some(group) = &options.process_group {
+                notes.set("mod_wsgi.process_group", group.as_bytes());
+            }
+            if let Some(group) = &options.application_group {
+                notes.set("mod_wsgi.application_group", group.as_bytes());
+            }
+            if let Some(callable) = &options.callable_object {
+                notes.set("mod_wsgi.callable_object", callable.as_bytes());
+            }
+            if let Some(pass) = options.pass_authorization {
+                notes.set(
+                    "mod_wsgi.pass_authorization",
+                    if pass { b"1" } else { b"0" },
+                );
+            }
+        }
+        return status::OK;
+    }
+    status::DECLINED
+}
+
+/// How much of `uri` the alias matches, whether its location is `/`, and the script it names.
+fn match_alias<'a>(alias: &'a ScriptAlias, uri: &str) -> Option<(usize, bool, Cow<'a, str>)> {
+    match &alias.location {
+        Location::Prefix(location) => {
+            let matched = prefix_match(uri, location)?;
+            Some((matched, location == "/", Cow::Borrowed(&alias.target)))
+        }
+        Location::Pattern(pattern) => {
+            let captures = pattern.captures(uri.as_bytes())?;
+            let matched = captures.get(0)?.end();
+            let mut target = Vec::new();
+            captures.expand(alias.target.as_bytes(), &mut target);
+            let target = String::from_utf8(target).ok()?;
+            Some((matched, &uri[..matched] == "/", Cow::Owned(target)))
+        }
+    }
+}
+
+/// What a request runs: a script's callable, in an application group.
+struct Target {
+    script: PathBuf,
+    callable: String,
+    handler_script: String,
+    application_group: Option<String>,
+    process_group: Option<String>,
+    pass_authorization: Option<bool>,
+}
+
+/// The response handler.
+pub(crate) fn handle(request: &mut Request<'_>) -> i32 {
+    let Some(handler) = request.handler() else {
+        return status::DECLINED;
+    };
+    let config = request.server().config();
+    let mut settings = config.effective(request.dir_config());
+    let target = if handler == WSGI_SCRIPT || handler == "application/x-httpd-wsgi" {
+        match script_target(request, &settings) {
+            Ok(target) => target,
+            Err(code) => return code,
+        }
+    } else if let Some(script) = settings.handler_scripts.iter().find(|h| h.name == handler) {
+        Target {
+            script: script.script.clone(),
+            callable: "handle_request".to_owned(),
+            handler_script: script.script.display().to_string(),
+            application_group: script.options.application_group.clone(),
+            process_group: script.options.process_group.clone(),
+            pass_authorization: script.options.pass_authorization,
+        }
+    } else {
+        return status::DECLINED;
+    };
+    if let Some(group) = &target.application_group {
+        settings.application_group = Some(group.clone());
+    }
+    if let Some(group) = &target.process_group {
+        settings.process_group = Some(group.clone());
+    }
+    if let Some(pass) = target.pass_authorization {
+        settings.pass_authorization = Some(pass);
+    }
+    if request.rejects_path_info() {
+        request.log(Level::Error, "AcceptPathInfo off disallows user's path.");
+        return status::NOT_FOUND;
+    }
+    if let Err(code) = check_body_headers(request, &settings) {
+        return code;
+    }
+    if body_over_limit(request) {
+        request.discard_body();
+        return status::OK;
+    }
+    if config.python.restrict_embedded.unwrap_or(false) {
+        request.log(
+            Level::Error,
+            "Embedded mode of mod_wsgi disabled by runtime configuration.",
+        );
+        return status::INTERNAL_SERVER_ERROR;
+    }
+    run(request, &settings, &target)
+}
+
+/// The script of a `wsgi-script` request, checked as mod_wsgi checks it.
+fn script_target(request: &Request<'_>, settings: &Scoped) -> Result<Target, i32> {
+    let notes = request.notes();
+    let note = |key: &str| {
+        notes
+            .as_ref()
+            .and_then(|n| n.get(key))
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let aliased = note("alias-forced-type").is_some_and(|t| t.eq_ignore_ascii_case(WSGI_SCRIPT));
+    if !aliased && !request.exec_cgi_allowed() {
+        request.log(Level::Error, "Options ExecCGI is off in this directory.");
+        return Err(status::FORBIDDEN);
+    }
+    match request.file_type() {
+        None => {
+            request.log(
+                Level::Error,
+                "Target WSGI script not found or unable to stat.",
+            );
+            return Err(status::NOT_FOUND);
+        }
+        Some(FileType::Directory) => {
+            request.log(
+                Level::Error,
+                "Attempt to invoke directory as WSGI application.",
+            );
+            return Err(status::FORBIDDEN);
+        }
+        Some(FileType::File) => {}
+    }
+    let script = PathBuf::from(request.filename().unwrap_or(""));
+    let (callable, application_group, process_group, pass_authorization) = if aliased {
+        (
+            note("mod_wsgi.callable_object").map(str::to_owned),
+            note("mod_wsgi.application_group").map(str::to_owned),
+            note("mod_wsgi.process_group").map(str::to_owned),
+            note("mod_wsgi.pass_authorization").map(|v| v == "1"),
+        )
+    } else {
+        (None, None, None, None)
+    };
+    Ok(Target {
+        script,
+        callable: callable
+            .or_else(|| settings.callable_object.clone())
+            .unwrap_or_else(|| "application".to_owned()),
+        handler_script: String::new(),
+        application_group,
+        process_group,
+        pass_authorization,
+    })
+}
+
+/// Transfer-Encoding and Content-Length as mod_wsgi accepts them.
+fn check_body_headers(request: &Request<'_>, settings: &Scoped) -> Result<(), i32> {
+    let Some(headers) = request.headers_in() else {
+        return Ok(());
+    };
+    let length = headers.get("Content-Length");
+    if let Some(encoding) = headers.get("Transfer-Encoding") {
+        if !encoding.eq_ignore_ascii_case(b"chunked") {
+            request.log(
+                Level::Error,
+                &format!(
+                    "Unexpected value for Transfer-Encoding of '{}' supplied. Only 'chunked' supported.",
+                    String::from_utf8_lossy(encoding)
+                ),
+            );
+            return Err(status::NOT_IMPLEMENTED);
+        }
+        if !settings.chunked_request.unwrap_or(false) {
+            request.log(
+                Level::Error,
+                "Request requires chunked transfer encoding, but support for chunked transfer \
+                 encoding has not been enabled.",
+            );
+            return Err(status::LENGTH_REQUIRED);
+        }
+        if length.is_some() {
+            request.log(
+                Level::Error,
+                "Unexpected Content-Length header supplied where Transfer-Encoding was specified \
+                 as 'chunked'.",
+            );
+            return Err(status::BAD_REQUEST);
+        }
+    }
+    if let Some(length) = length {
+        if content_length(length).is_none() {
+            request.log(
+                Level::Error,
+                &format!(
+                    "Invalid Content-Length header value of '{}' was supplied.",
+                    String::from_utf8_lossy(length)
+                ),
+            );
+            return Err(status::BAD_REQUEST);
+        }
+    }
+    Ok(())
+}
+
+fn content_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// A Content-Length past `LimitRequestBody`: Apache answers 413 once the body is discarded.
+fn body_over_limit(request: &Request<'_>) -> bool {
+    let limit = request.body_limit();
+    let length = request
+        .headers_in()
+        .and_then(|h| h.get("Content-Length"))
+        .and_then(content_length);
+    limit > 0 && length.is_some_and(|length| length > limit)
+}
+
+fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
+    let application_group = application_group(request, settings.application_group.as_deref());
+    let process_group = settings.process_group.clone().unwrap_or_default();
+    let key = AppKey {
+        script: target.script.clone(),
+        application_group: application_group.clone(),
+        callable: target.callable.clone(),
+        script_reloading: settings.script_reloading.unwrap_or(true),
+    };
+    let vars = environ::build(
+        request,
+        settings,
+        &Resolved {
+            process_group: &process_group,
+            application_group: &application_group,
+            callable_object: &target.callable,
+            handler_script: &target.handler_script,
+        },
+    );
+    let engine = match python::application(&key, &process_group) {
+        Ok(engine) => engine,
+        Err(err) => {
+            request.log(Level::Error, &err.to_string());
+            return status::INTERNAL_SERVER_ERROR;
+        }
+    };
+    let id = request.log_id().map(str::to_owned);
+    let lease = request.lease();
+    match lease.setup_body() {
+        Ok(true) => {}
+        _ => {
+            lease.revoke();
+            return status::BAD_REQUEST;
+        }
+    }
+    let outcome = python::serve(
+        &engine,
+        EngineRequest {
+            vars,
+            body: Box::new(ApacheBody::new(std::sync::Arc::clone(&lease))),
+            response: Box::new(ApacheResponse::new(std::sync::Arc::clone(&lease))),
+            id,
+        },
+    );
+    lease.revoke();
+    if outcome.status.is_none() && !outcome.client_gone {
+        return status::INTERNAL_SERVER_ERROR;
+    }
+    status::OK
+}
+
+/// The application group's name as mod_wsgi gives it: `%{GLOBAL}` is the empty name; `%{RESOURCE}`
+/// (the default) is `host[:port]|SCRIPT_NAME`; `%{SERVER}`, `%{HOST}` and `%{ENV:var}` as documented.
+fn application_group(request: &Request<'_>, configured: Option<&str>) -> String {
+    let server_host = request.server().hostname().to_owned();
+    let port = request.server_facts().port;
+    let with_port = |host: &str| {
+        if port == 80 || port == 443 {
+            host.to_owned()
+        } else {
+            format!("{host}:{port}")
+        }
+    };
+    let resource = || format!("{}|{}", with_port(&server_host), script_name(request));
+    let Some(value) = configured else {
+        return resource();
+    };
+    match value {
+        "" => String::new(),
+        "%{RESOURCE}" => resource(),
+        "%{SERVER}" => with_port(&server_host),
+        "%{HOST}" => with_port(
+            request
+                .hostname()
+                .filter(|h| !h.is_empty())
+                .unwrap_or(&server_host),
+        ),
+        other => match other
+            .strip_prefix("%{ENV:")
+            .and_then(|rest| rest.strip_suffix('}'))
+        {
+            Some(name) => env_value(request, name).unwrap_or_else(|| other.to_owned()),
+            None => other.to_owned(),
+        },
+    }
+}
+
+/// A variable for `%{ENV:name}`: request notes, then the request's environment, then the process's.
+fn env_value(request: &Request<'_>, name: &str) -> Option<String> {
+    let from_table = |table: Option<crate::ffi::Table<'_>>| {
+        table.and_then(|t| t.get(name).map(|v| String::from_utf8_lossy(v).into_owned()))
+    };
+    from_table(request.notes())
+        .or_else(|| from_table(request.subprocess_env()))
+        .or_else(|| std::env::var(name).ok())
+}
+
+/// SCRIPT_NAME as mod_wsgi computes it for group names (runs of `/` collapsed, no trailing `/`).
+fn script_name(request: &Request<'_>) -> String {
+    let uri = request.uri();
+    let path_info = request.path_info();
+    let script = if path_info.is_empty() {
+        uri.to_owned()
+    } else {
+        uri[..environ::path_info_start(uri, path_info)].to_owned()
+    };
+    let mut collapsed = String::with_capacity(script.len());
+    for c in script.chars() {
+        if c == '/' && collapsed.ends_with('/') {
+            continue;
+        }
+        collapsed.push(c);
+    }
+    while collapsed.ends_with('/') {
+        collapsed.pop();
+    }
+    collapsed
+}
