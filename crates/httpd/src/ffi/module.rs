@@ -57,6 +57,7 @@ const fn commands() -> [sys::command_rec; COMMAND_COUNT] {
 // Exported only from the module itself: the unit-test harness must not keep Apache's callbacks alive, as
 // they need symbols that exist only inside httpd.
 #[cfg_attr(not(test), no_mangle, used)]
+#[allow(non_upper_case_globals)] // Apache looks it up by this name.
 pub(crate) static wsgi_module: Shared<sys::module> = Shared(UnsafeCell::new(sys::module {
     version: sys::MODULE_MAGIC_NUMBER_MAJOR as c_int,
     minor_version: sys::MODULE_MAGIC_NUMBER_MINOR as c_int,
