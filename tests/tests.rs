@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod environ;
 mod frameworks;
+mod httpd;
 mod input;
 mod response;
 mod supervisor;

@@ -406,6 +406,8 @@ ROUTES = {
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
+    if path.startswith('/environ/'):
+        return ROUTES['/environ'](environ, start_response)
     if path.startswith('/input/'):
         return input_view(environ, start_response)
     if path.startswith('/start_response/'):

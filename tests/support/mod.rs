@@ -366,3 +366,4 @@ pub fn python(code: &str) -> String {
     let out = Command::new("python3").args(["-c", code]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+pub mod apache;

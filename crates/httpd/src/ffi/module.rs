@@ -231,17 +231,20 @@ unsafe extern "C" fn directive(
 }
 
 unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
-    // Before mod_alias, so `Alias /` elsewhere cannot hide a WSGIScriptAlias (mod_wsgi does the same).
+    // After mod_alias, so an `Alias /static/ …` beside `WSGIScriptAlias /` serves its files, and before
+    // mod_userdir and mod_vhost_alias: the order mod_wsgi registers.
+    static AFTER: Shared<[*const c_char; 2]> =
+        Shared(UnsafeCell::new([c"mod_alias.c".as_ptr(), std::ptr::null()]));
     static BEFORE: Shared<[*const c_char; 3]> = Shared(UnsafeCell::new([
-        c"mod_alias.c".as_ptr(),
         c"mod_userdir.c".as_ptr(),
+        c"mod_vhost_alias.c".as_ptr(),
         std::ptr::null(),
     ]));
-    // SAFETY: registering hooks is what this callback is for; the functions are 'static.
+    // SAFETY: registering hooks is what this callback is for; the functions and name lists are 'static.
     unsafe {
         sys::ap_hook_translate_name(
             Some(translate_name),
-            std::ptr::null(),
+            AFTER.0.get().cast::<*const c_char>().cast_const(),
             BEFORE.0.get().cast::<*const c_char>().cast_const(),
             sys::APR_HOOK_MIDDLE as c_int,
         );

@@ -1,0 +1,308 @@
+// mod_wsgi.so in a real Apache: the seed's configurations, the environ, errors, restarts and MPMs.
+
+use crate::support::apache::*;
+use crate::support::*;
+
+const APPS_ACCESS: &str = "<Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n";
+
+#[test]
+fn seed_hello_configuration_answers_hello_world() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias / @REPO@/examples/hello.py\n<Directory @REPO@/examples>\n    Require all granted\n</Directory>\n"
+    ));
+    let response = apache.get("/");
+    assert_eq!(
+        (response.status, response.text().as_str()),
+        (200, "Hello World!"),
+        "{}",
+        apache.error_log()
+    );
+    assert_eq!(
+        response.header("Content-Type").as_deref(),
+        Some("text/plain")
+    );
+}
+
+/// The seed's Django configuration as it writes it (Apache 2.2 access lines, so mod_access_compat), with
+/// its `</Directory>` closed and a WSGIPythonHome for the venv.
+fn seed_django() -> Apache {
+    let venv = venv();
+    Apache::start(&format!(
+        r#"WSGIPythonHome "{venv}"
+Alias /site_media/ "@REPO@/tests/apps/django_site/site_media/"
+
+<Directory @REPO@/tests/apps/django_site/site_media>
+Order deny,allow
+Allow from all
+</Directory>
+
+WSGIScriptAlias / @REPO@/tests/apps/django_site/mysite.wsgi
+
+<Directory @REPO@/tests/apps/django_site>
+Order deny,allow
+Allow from all
+</Directory>
+"#,
+        venv = venv.display()
+    ))
+}
+
+#[test]
+fn seed_django_configuration_serves_pages_forms_uploads_streams_and_static_files() {
+    let apache = seed_django();
+    let hello = apache.get("/");
+    assert_eq!(
+        (hello.status, hello.text().as_str()),
+        (200, "Hello from Django"),
+        "{}",
+        apache.error_log()
+    );
+    let page = apache.get("/page/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<td>ITEM 29</td>"));
+
+    let form = apache.post(
+        "/form/",
+        "application/x-www-form-urlencoded",
+        b"name=r%C3%A9my&count=3",
+    );
+    assert_eq!(
+        form.json()["fields"],
+        serde_json::json!({"name": "r\u{e9}my", "count": "3"})
+    );
+
+    let file: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let boundary = "----rwsgiboundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let upload = apache.post(
+        "/upload/",
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    );
+    assert_eq!(upload.json()["size"], file.len(), "{}", apache.error_log());
+
+    let stream = apache.get("/stream/");
+    assert_eq!(stream.status, 200);
+    assert!(stream.complete);
+    assert!(
+        stream.text() == "row 0\nrow 1\nrow 2\nrow 3\nrow 4\n",
+        "{}",
+        stream.text()
+    );
+
+    let css = apache.get("/site_media/style.css");
+    assert_eq!(css.status, 200);
+    assert_eq!(css.text(), "body { color: #333; }\n");
+    assert_eq!(css.header("Content-Type").as_deref(), Some("text/css"));
+}
+
+fn suite(extra: &str) -> Apache {
+    Apache::start(&format!(
+        "WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n{APPS_ACCESS}{extra}"
+    ))
+}
+
+#[test]
+fn environ_is_mod_wsgis() {
+    let apache = suite("");
+    let response = apache.request(
+        "GET /suite/environ/a%20b//c?x=1&y=%41 HTTP/1.1\r\nHost: localhost\r\nX-Custom: one\r\n\
+         X-Custom: two\r\nX_Under: dropped\r\nProxy: evil\r\nAuthorization: Basic dXNlcjpwYXNz\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 200, "{}", apache.error_log());
+    let env = response.json();
+    // Host names no port, so Apache (UseCanonicalName Off) reports the scheme's default, as mod_wsgi does.
+    for (key, value) in [
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/suite"),
+        ("PATH_INFO", "/environ/a b/c"),
+        ("QUERY_STRING", "x=1&y=%41"),
+        ("REQUEST_URI", "/suite/environ/a%20b//c?x=1&y=%41"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_NAME", "localhost"),
+        ("SERVER_PORT", "80"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("HTTP_X_CUSTOM", "one, two"),
+        ("wsgi.url_scheme", "http"),
+        ("mod_wsgi.process_group", ""),
+        ("mod_wsgi.callable_object", "application"),
+        ("mod_wsgi.request_handler", "wsgi-script"),
+        ("mod_wsgi.script_reloading", "1"),
+    ] {
+        assert_eq!(env[key], value, "{key} in {env:#}");
+    }
+    assert_eq!(env["mod_wsgi.application_group"], "localhost|/suite");
+    assert_eq!(
+        env["SCRIPT_FILENAME"],
+        format!("{}/tests/apps/suite.py", repo().display())
+    );
+    for absent in ["HTTP_X_UNDER", "HTTP_PROXY", "HTTP_AUTHORIZATION", "PATH"] {
+        assert!(env.get(absent).is_none(), "{absent} in {env:#}");
+    }
+    assert!(env["mod_wsgi.request_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    assert_eq!(env["wsgi.multithread"], true);
+}
+
+#[test]
+fn authorization_reaches_the_app_only_with_wsgi_pass_authorization() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias /plain @REPO@/tests/apps/suite.py\n\
+         WSGIScriptAlias /passed @REPO@/tests/apps/suite.py pass-authorization=On\n\
+         <Location /dir>\n    WSGIPassAuthorization On\n</Location>\n\
+         WSGIScriptAlias /dir @REPO@/tests/apps/suite.py\n{APPS_ACCESS}"
+    ));
+    let auth = |path: &str| {
+        apache
+            .request(&format!(
+                "GET {path}/environ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t0k\r\nConnection: close\r\n\r\n"
+            ))
+            .json()["HTTP_AUTHORIZATION"]
+            .clone()
+    };
+    assert_eq!(auth("/plain"), serde_json::Value::Null);
+    assert_eq!(auth("/passed"), "Bearer t0k");
+    assert_eq!(auth("/dir"), "Bearer t0k");
+}
+
+#[test]
+fn app_errors_give_500_and_a_traceback_naming_the_script() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias /broken @REPO@/tests/apps/broken.py\nWSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n{APPS_ACCESS}"
+    ));
+    assert_eq!(apache.get("/broken").status, 500);
+    let log = apache.wait_for_log("missing_dependency_for_test");
+    assert!(
+        log.contains(&format!(
+            "Failed to exec Python script file '{}/tests/apps/broken.py'",
+            repo().display()
+        )),
+        "{log}"
+    );
+    assert!(log.contains("Traceback (most recent call last)"), "{log}");
+
+    assert_eq!(apache.get("/suite/raise/before").status, 500);
+    apache.wait_for_log("RuntimeError: failed before sending");
+
+    // A failure after the body started: the client sees the response end without its final chunk.
+    let partial = apache.get("/suite/raise/after");
+    assert_eq!(partial.status, 200);
+    assert_eq!(partial.text(), "partial");
+    assert!(
+        !partial.complete,
+        "a failed response must not look complete"
+    );
+
+    // wsgi.errors and stderr go to the error log, with the request's id.
+    assert_eq!(apache.get("/suite/errors").text(), "logged");
+    let log = apache.wait_for_log("message to stderr");
+    assert!(log.contains("message to wsgi.errors"), "{log}");
+}
+
+#[test]
+fn graceful_and_restart_repeated_then_a_clean_stop() {
+    let mut apache = suite("");
+    for action in ["graceful", "graceful", "restart", "graceful", "restart"] {
+        apache.control(action);
+        // The old generation may still answer for a moment; the new one must come up and serve.
+        let deadline = std::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let response = std::panic::catch_unwind(|| apache.get("/suite/environ"));
+            if let Ok(response) = response {
+                if response.status == 200 {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                apache.error_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let status = apache.stop();
+    assert!(status.success(), "apache2 exited with {status}");
+    let log = apache.error_log();
+    for bad in [
+        "Segmentation fault",
+        "exit signal",
+        "AH00052",
+        "Fatal Python error",
+    ] {
+        assert!(!log.contains(bad), "{bad} in:\n{log}");
+    }
+    assert!(log.contains("caught SIGTERM, shutting down"), "{log}");
+}
+
+#[test]
+fn every_mpm_serves_the_app() {
+    for mpm in [Mpm::Prefork, Mpm::Worker, Mpm::Event] {
+        let body = format!("WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n{APPS_ACCESS}");
+        let apache = Apache::start_with(Setup {
+            mpm,
+            ..Setup::new(&body)
+        });
+        let env = apache.get("/suite/environ").json();
+        assert_eq!(env["REQUEST_METHOD"], "GET", "{mpm:?}");
+        // prefork runs one thread per process.
+        assert_eq!(
+            env["wsgi.multithread"],
+            !matches!(mpm, Mpm::Prefork),
+            "{mpm:?}"
+        );
+        let stream = apache.get("/suite/stream?n=50");
+        assert!(
+            stream.complete && stream.text().ends_with("chunk 49\n"),
+            "{mpm:?}"
+        );
+    }
+}
+
+#[test]
+fn add_handler_runs_scripts_only_with_options_execcgi() {
+    let apache = Apache::start(
+        "Alias /cgi @REPO@/tests/apps\nAlias /nocgi @REPO@/tests/apps\n\
+         <Location /cgi>\n    Options +ExecCGI\n    AddHandler wsgi-script .py\n</Location>\n\
+         <Location /nocgi>\n    Options -ExecCGI\n    AddHandler wsgi-script .py\n</Location>\n\
+         <Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n",
+    );
+    let response = apache.get("/cgi/suite.py/environ");
+    assert_eq!(response.status, 200, "{}", apache.error_log());
+    let env = response.json();
+    assert_eq!(env["SCRIPT_NAME"], "/cgi/suite.py");
+    assert_eq!(env["PATH_INFO"], "/environ");
+    assert_eq!(apache.get("/nocgi/suite.py/environ").status, 403);
+    apache.wait_for_log("Options ExecCGI is off in this directory.");
+}
+
+#[test]
+fn bad_directives_are_syntax_errors_naming_the_line() {
+    let out = config_must_fail("\n\nWSGIScriptReloading Sometimes\n");
+    assert!(out.contains("line 11"), "{out}");
+    assert!(
+        out.contains("WSGIScriptReloading: must be On or Off."),
+        "{out}"
+    );
+    let out = config_must_fail("WSGIScriptAlias /only-one-argument\n");
+    assert!(
+        out.contains("WSGIScriptAlias: requires at least two arguments"),
+        "{out}"
+    );
+    let out = config_must_fail("WSGIDaemonProcess site processes=2 threads=15\n");
+    assert!(
+        out.contains("WSGIDaemonProcess: daemon mode is not available yet"),
+        "{out}"
+    );
+    let out = config_must_fail("WSGIScriptAlias / /x.wsgi colour=blue\n");
+    assert!(out.contains("Invalid option 'colour=blue'"), "{out}");
+}
