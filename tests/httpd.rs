@@ -7,9 +7,9 @@ const APPS_ACCESS: &str = "<Directory @REPO@/tests/apps>\n    Require all grante
 
 #[test]
 fn seed_hello_configuration_answers_hello_world() {
-    let apache = Apache::start(&format!(
-        "WSGIScriptAlias / @REPO@/examples/hello.py\n<Directory @REPO@/examples>\n    Require all granted\n</Directory>\n"
-    ));
+    let apache = Apache::start(
+        "WSGIScriptAlias / @REPO@/examples/hello.py\n<Directory @REPO@/examples>\n    Require all granted\n</Directory>\n",
+    );
     let response = apache.get("/");
     assert_eq!(
         (response.status, response.text().as_str()),
