@@ -306,3 +306,71 @@ fn bad_directives_are_syntax_errors_naming_the_line() {
     let out = config_must_fail("WSGIScriptAlias / /x.wsgi colour=blue\n");
     assert!(out.contains("Invalid option 'colour=blue'"), "{out}");
 }
+
+fn rwsgi(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .args(args)
+        .env_remove("VIRTUAL_ENV")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "rwsgi {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn module_config_prints_the_lines_to_load_the_module() {
+    let module = our_module().canonicalize().unwrap();
+    assert_eq!(
+        rwsgi(&["module-config"], &[]),
+        format!("LoadModule wsgi_module \"{}\"\n", module.display())
+    );
+    let venv = venv().canonicalize().unwrap();
+    let with_venv = format!(
+        "LoadModule wsgi_module \"{}\"\nWSGIPythonHome \"{}\"\n",
+        module.display(),
+        venv.display()
+    );
+    assert_eq!(
+        rwsgi(
+            &["module-config"],
+            &[("VIRTUAL_ENV", venv.to_str().unwrap())]
+        ),
+        with_venv
+    );
+    assert_eq!(
+        rwsgi(
+            &["module-config", "--python-home", venv.to_str().unwrap()],
+            &[]
+        ),
+        with_venv
+    );
+}
+
+#[test]
+fn install_module_copies_it_as_mod_wsgi_so_and_apache_loads_that() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-modules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let printed = rwsgi(
+        &["install-module", "--modules-dir", dir.to_str().unwrap()],
+        &[],
+    );
+    let installed = dir.canonicalize().unwrap().join("mod_wsgi.so");
+    assert_eq!(
+        printed,
+        format!("LoadModule wsgi_module \"{}\"\n", installed.display())
+    );
+    let apache = Apache::start_with(Setup {
+        module: installed,
+        ..Setup::new(
+            "WSGIScriptAlias / @REPO@/examples/hello.py\n<Directory @REPO@/examples>\n    Require all granted\n</Directory>\n",
+        )
+    });
+    assert_eq!(apache.get("/").text(), "Hello World!");
+    drop(apache);
+    let _ = std::fs::remove_dir_all(&dir);
+}

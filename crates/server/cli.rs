@@ -16,6 +16,26 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Serve a WSGI application over HTTP/1.1.
     Serve(ServeArgs),
+    /// Print the lines that load rwsgi's mod_wsgi.so into an Apache config (as mod_wsgi-express does).
+    ModuleConfig(ModuleArgs),
+    /// Copy rwsgi's mod_wsgi.so into Apache's modules directory and print the lines that load it.
+    InstallModule(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ModuleArgs {
+    /// The virtualenv (or Python prefix) Apache's Python should use; defaults to $VIRTUAL_ENV.
+    #[arg(long, value_name = "DIR", env = "VIRTUAL_ENV")]
+    pub(crate) python_home: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(flatten)]
+    pub(crate) module: ModuleArgs,
+    /// Where to install it; default: Apache's module directory (`apxs -q LIBEXECDIR`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) modules_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod http;
+mod module;
 mod pool;
 mod serve;
 mod settings;
@@ -18,6 +19,8 @@ fn main() {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Serve(args) => settings::Settings::resolve(args).and_then(serve::run),
+        cli::Command::ModuleConfig(args) => module::print_config(&args),
+        cli::Command::InstallModule(args) => module::install(&args),
     };
     if let Err(err) = result {
         match err.downcast_ref::<serve::ServeError>() {
