@@ -15,7 +15,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Serve a WSGI application over HTTP/1.1.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the lines that load rwsgi's mod_wsgi.so into an Apache config (as mod_wsgi-express does).
     ModuleConfig(ModuleArgs),
     /// Copy rwsgi's mod_wsgi.so into Apache's modules directory and print the lines that load it.

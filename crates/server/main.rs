@@ -18,7 +18,7 @@ fn main() {
         .init();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Serve(args) => settings::Settings::resolve(args).and_then(serve::run),
+        cli::Command::Serve(args) => settings::Settings::resolve(*args).and_then(serve::run),
         cli::Command::ModuleConfig(args) => module::print_config(&args),
         cli::Command::InstallModule(args) => module::install(&args),
     };
