@@ -374,3 +374,46 @@ fn install_module_copies_it_as_mod_wsgi_so_and_apache_loads_that() {
     drop(apache);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One child process, so every request meets the same interpreters.
+const ONE_CHILD: &str = "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMaxRequestWorkers 4\n\
+                         MinSpareThreads 1\nMaxSpareThreads 4\n";
+
+#[test]
+fn application_groups_are_separate_interpreters() {
+    let apache = Apache::start(&format!(
+        "{ONE_CHILD}WSGIPythonPath @REPO@/tests/apps\n\
+         WSGIScriptAlias /a @REPO@/tests/apps/counter_a.py\n\
+         WSGIScriptAlias /b @REPO@/tests/apps/counter_b.py\n\
+         WSGIScriptAlias /global-a @REPO@/tests/apps/counter_a.py application-group=%{{GLOBAL}}\n\
+         WSGIScriptAlias /global-b @REPO@/tests/apps/counter_b.py application-group=%{{GLOBAL}}\n\
+         WSGIScriptAlias /named-a @REPO@/tests/apps/counter_a.py application-group=shared\n\
+         <Location /named-b>\n    WSGIApplicationGroup shared\n</Location>\n\
+         WSGIScriptAlias /named-b @REPO@/tests/apps/counter_b.py\n{APPS_ACCESS}"
+    ));
+    let hit = |path: &str| {
+        let response = apache.get(path);
+        assert_eq!(response.status, 200, "{path}: {}", apache.error_log());
+        response.json()
+    };
+    // %{RESOURCE} (the default): each script has its own interpreter, so its own module and count.
+    assert_eq!(hit("/a")["count"], 1);
+    assert_eq!(hit("/a")["count"], 2);
+    let b = hit("/b");
+    assert_eq!(b["count"], 1, "{b}");
+    assert_eq!(b["group"], "localhost|/b");
+    assert_eq!(b["module_group"], "localhost|/b");
+    assert_ne!(hit("/a")["modules_id"], b["modules_id"]);
+    // %{GLOBAL}: both scripts in the main interpreter share it.
+    assert_eq!(hit("/global-a")["count"], 1);
+    let global_b = hit("/global-b");
+    assert_eq!(global_b["count"], 2);
+    assert_eq!(global_b["group"], "");
+    // A named group, given by an alias option or by WSGIApplicationGroup, is shared by name.
+    assert_eq!(hit("/named-a")["count"], 1);
+    let named_b = hit("/named-b");
+    assert_eq!(named_b["count"], 2);
+    assert_eq!(named_b["group"], "shared");
+    // And none of this disturbed the first interpreter.
+    assert_eq!(hit("/a")["count"], 4);
+}

@@ -21,6 +21,7 @@ pub mod interp;
 mod pyapi;
 mod request;
 mod start_response;
+pub mod subinterp;
 mod traceback;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use host::{
 };
 pub use pyapi::{current_thread_ident, interrupt_thread, MOD_WSGI_API_VERSION};
 pub use request::{Outcome, Request};
+pub use subinterp::SubInterpreter;
 
 mod error;
 
@@ -198,6 +200,14 @@ pub(crate) fn path_str(path: &std::path::Path) -> String {
         Some(text) => text.to_owned(),
         None => path.to_string_lossy().into_owned(),
     }
+}
+
+/// Makes the type objects of the engine's Python classes now, in the interpreter current on this thread.
+pub(crate) fn prepare_types(py: Python<'_>) {
+    py.get_type::<start_response::StartResponse>();
+    py.get_type::<input::Input>();
+    py.get_type::<errors::ErrorStream>();
+    py.get_type::<file_wrapper::FileWrapper>();
 }
 
 /// Sends what Python code prints to `sys.stdout` and `sys.stderr` to `log`, line by line, as mod_wsgi does

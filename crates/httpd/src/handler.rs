@@ -276,8 +276,8 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
             handler_script: &target.handler_script,
         },
     );
-    let engine = match python::application(&key, &process_group) {
-        Ok(engine) => engine,
+    let app = match python::application(&key, &process_group) {
+        Ok(app) => app,
         Err(err) => {
             request.log(Level::Error, &err.to_string());
             return status::INTERNAL_SERVER_ERROR;
@@ -293,7 +293,7 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
         }
     }
     let outcome = python::serve(
-        &engine,
+        &app,
         EngineRequest {
             vars,
             body: Box::new(ApacheBody::new(std::sync::Arc::clone(&lease))),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rwsgi_engine::interp::{self, InterpreterConfig};
-use rwsgi_engine::{AppSource, AppSpec, Engine, EngineOptions, ErrorLog, Outcome, Request};
+use rwsgi_engine::{
+    AppSource, AppSpec, Engine, EngineOptions, ErrorLog, Outcome, Request, SubInterpreter,
+};
 
 use crate::config::{HashSeed, PythonSettings};
 use crate::ffi::{self, Level, Server};
@@ -18,7 +20,23 @@ static CHILD: OnceLock<Result<Child, String>> = OnceLock::new();
 struct Child {
     threads: usize,
     processes: usize,
-    apps: Mutex<HashMap<AppKey, Arc<Engine>>>,
+    python_path: Vec<PathBuf>,
+    apps: Mutex<Apps>,
+}
+
+/// The applications loaded in this process, and the sub-interpreters of their groups.
+#[derive(Default)]
+struct Apps {
+    loaded: HashMap<AppKey, LoadedApp>,
+    /// By application group name; the empty name (`%{GLOBAL}`) is the main interpreter, never here.
+    interpreters: HashMap<String, Arc<SubInterpreter>>,
+}
+
+/// An application and the interpreter it runs in (`None`: the main one).
+#[derive(Clone)]
+pub(crate) struct LoadedApp {
+    engine: Arc<Engine>,
+    interpreter: Option<Arc<SubInterpreter>>,
 }
 
 /// What makes two requests share an application: mod_wsgi keys its loaded scripts the same way.
@@ -80,6 +98,7 @@ pub(crate) fn child_init(server: &Server<'_>) {
     );
     let started = interp::initialize(&interpreter_config(settings))
         .and_then(|()| rwsgi_engine::redirect_std_streams(Arc::new(ApacheLog)))
+        .and_then(|()| rwsgi_engine::subinterp::prepare_shared_types())
         .map_err(|err| err.to_string());
     if let Err(err) = &started {
         ffi::log_server(
@@ -92,17 +111,32 @@ pub(crate) fn child_init(server: &Server<'_>) {
     let _ = CHILD.set(started.map(|()| Child {
         threads,
         processes,
-        apps: Mutex::new(HashMap::new()),
+        python_path: settings.path.clone(),
+        apps: Mutex::new(Apps::default()),
     }));
 }
 
-/// Runs the apps' `atexit` hooks as the child stops. The interpreter is left to the process's exit, which
-/// follows at once: finalising it would wait for any thread an app started, and crash Apache's shutdown
-/// if one were still inside Python.
+/// Runs the apps' `atexit` hooks as the child stops, in every interpreter (sub-interpreters first, as
+/// mod_wsgi does). The interpreters themselves are left to the process's exit, which follows at once:
+/// finalising them would wait for any thread an app started, and crash Apache's shutdown if one were
+/// still inside Python.
 pub(crate) fn child_exit() {
-    if let Some(Ok(_)) = CHILD.get() {
-        interp::run_exit_hooks();
+    let Some(Ok(child)) = CHILD.get() else {
+        return;
+    };
+    let interpreters: Vec<_> = child
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .interpreters
+        .values()
+        .cloned()
+        .collect();
+    interp::keep_thread_state();
+    for interpreter in interpreters {
+        interpreter.enter(interp::run_exit_hooks);
     }
+    interp::run_exit_hooks();
 }
 
 /// Why a request could not be given to its application.
@@ -114,17 +148,34 @@ pub(crate) enum LoadError {
     Script { script: String, reason: String },
 }
 
-/// The loaded application for `key`, loading it now if this is its first request.
-pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<Arc<Engine>, LoadError> {
+/// The loaded application for `key`, loading it now (in its application group's interpreter, created
+/// now if needed) if this is its first request. The calling thread must not be attached to Python.
+pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp, LoadError> {
     let child = match CHILD.get() {
         Some(Ok(child)) => child,
         Some(Err(err)) => return Err(LoadError::NoInterpreter(err.clone())),
         None => return Err(LoadError::NoInterpreter("not started".into())),
     };
     let mut apps = child.apps.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(engine) = apps.get(key) {
-        return Ok(Arc::clone(engine));
+    if let Some(app) = apps.loaded.get(key) {
+        return Ok(app.clone());
     }
+    let interpreter = if key.application_group.is_empty() {
+        None
+    } else if let Some(interpreter) = apps.interpreters.get(&key.application_group) {
+        Some(Arc::clone(interpreter))
+    } else {
+        let interpreter = SubInterpreter::new(
+            &key.application_group,
+            &child.python_path,
+            Arc::new(ApacheLog),
+        )
+        .map(Arc::new)
+        .map_err(|err| LoadError::NoInterpreter(err.to_string()))?;
+        apps.interpreters
+            .insert(key.application_group.clone(), Arc::clone(&interpreter));
+        Some(interpreter)
+    };
     let spec = AppSpec {
         source: AppSource::Script(key.script.clone()),
         callable: key.callable.clone(),
@@ -136,19 +187,44 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<Arc<Engin
         application_group: key.application_group.clone(),
         script_reloading: key.script_reloading,
     };
+    let load = || Engine::load(&spec, &options, Arc::new(ApacheLog));
     interp::keep_thread_state();
-    let engine =
-        Engine::load(&spec, &options, Arc::new(ApacheLog)).map_err(|err| LoadError::Script {
+    let engine = match &interpreter {
+        Some(interpreter) => interpreter.enter(load),
+        None => load(),
+    }
+    .map_err(|err| {
+        let mut reason = err.to_string();
+        if interpreter.is_some() && refuses_sub_interpreters(&reason) {
+            reason.push_str(
+                "\nThis looks like a C extension that cannot run in a sub-interpreter: run the \
+                 application in the main interpreter with `WSGIApplicationGroup %{GLOBAL}`.",
+            );
+        }
+        LoadError::Script {
             script: key.script.display().to_string(),
-            reason: err.to_string(),
-        })?;
-    let engine = Arc::new(engine);
-    apps.insert(key.clone(), Arc::clone(&engine));
-    Ok(engine)
+            reason,
+        }
+    })?;
+    let app = LoadedApp {
+        engine: Arc::new(engine),
+        interpreter,
+    };
+    apps.loaded.insert(key.clone(), app.clone());
+    Ok(app)
 }
 
-/// Serves a request on the calling Apache thread.
-pub(crate) fn serve(engine: &Engine, request: Request) -> Outcome {
+/// Whether an import error reads like an extension module's refusal to load in a sub-interpreter.
+fn refuses_sub_interpreters(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    error.contains("subinterpreter") || error.contains("sub-interpreter")
+}
+
+/// Serves a request on the calling Apache thread, in the application's interpreter.
+pub(crate) fn serve(app: &LoadedApp, request: Request) -> Outcome {
     interp::keep_thread_state();
-    engine.handle(request)
+    match &app.interpreter {
+        Some(interpreter) => interpreter.enter(|| app.engine.handle(request)),
+        None => app.engine.handle(request),
+    }
 }
