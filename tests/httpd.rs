@@ -417,3 +417,48 @@ fn application_groups_are_separate_interpreters() {
     // And none of this disturbed the first interpreter.
     assert_eq!(hit("/a")["count"], 4);
 }
+
+#[test]
+fn access_authentication_and_group_scripts() {
+    let apache = Apache::start(&format!(
+        "LoadModule auth_basic_module {MODULES}/mod_auth_basic.so\n\
+         LoadModule authn_core_module {MODULES}/mod_authn_core.so\n\
+         LoadModule authz_user_module {MODULES}/mod_authz_user.so\n\
+         WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n\
+         <Location /suite/environ>\n    AuthType Basic\n    AuthName rwsgi\n    AuthBasicProvider wsgi\n\
+             WSGIAuthUserScript @REPO@/tests/apps/auth.wsgi\n    Require valid-user\n</Location>\n\
+         <Location /suite/stream>\n    AuthType Basic\n    AuthName rwsgi\n    AuthBasicProvider wsgi\n\
+             WSGIAuthUserScript @REPO@/tests/apps/auth.wsgi\n\
+             WSGIAuthGroupScript @REPO@/tests/apps/auth.wsgi\n    Require wsgi-group admins\n</Location>\n\
+         <Location /suite/status>\n    WSGIAccessScript @REPO@/tests/apps/auth.wsgi\n</Location>\n\
+         {APPS_ACCESS}"
+    ));
+    let get = |path: &str, extra: &str| {
+        apache.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n"
+        ))
+    };
+    let basic = |credentials: &str| {
+        let encoded = python(&format!(
+            "import base64; print(base64.b64encode(b'{credentials}').decode())"
+        ));
+        format!("Authorization: Basic {encoded}\r\n")
+    };
+    assert_eq!(get("/suite/environ", "").status, 401);
+    let alice = get("/suite/environ", &basic("alice:secret"));
+    assert_eq!(alice.status, 200, "{}", apache.error_log());
+    assert_eq!(alice.json()["REMOTE_USER"], "alice");
+    assert_eq!(alice.json()["AUTH_TYPE"], "Basic");
+    assert_eq!(get("/suite/environ", &basic("alice:wrong")).status, 401);
+    assert_eq!(get("/suite/environ", &basic("nobody:x")).status, 401);
+    // A string from check_password authenticates, as that user.
+    let carol = get("/suite/environ", &basic("carol:any"));
+    assert_eq!(carol.json()["REMOTE_USER"], "carol-renamed");
+
+    assert_eq!(get("/suite/stream", &basic("alice:secret")).status, 200);
+    let dave = get("/suite/stream", &basic("dave:pass"));
+    assert!(matches!(dave.status, 401 | 403), "{}", dave.status);
+
+    assert_eq!(get("/suite/status", "X-Let-Me-In: yes\r\n").status, 299);
+    assert_eq!(get("/suite/status", "").status, 403);
+}

@@ -37,7 +37,7 @@ fn main() {
             "-D_GNU_SOURCE".to_owned(),
         ])
         .allowlist_function("ap_.*|apr_.*")
-        .allowlist_type("apr_table_entry_t|request_rec|conn_rec|server_rec|module|command_rec|cmd_parms|process_rec")
+        .allowlist_type("authn_provider|authz_provider|apr_table_entry_t|request_rec|conn_rec|server_rec|module|command_rec|cmd_parms|process_rec")
         .allowlist_var("MODULE_MAGIC_.*|AP_.*|APR_.*|OR_.*|ACCESS_CONF|RSRC_CONF|EXEC_ON_READ|OPT_.*|HTTP_.*|OK|DECLINED|DONE|APLOG_.*|REQUEST_.*|M_.*")
         .default_enum_style(bindgen::EnumVariation::Consts)
         .derive_default(true)

@@ -12,3 +12,4 @@
 #include <apr_buckets.h>
 #include <apr_file_io.h>
 #include <apr_portable.h>
+#include <mod_auth.h>

@@ -38,7 +38,7 @@ pub use host::{
     StderrLog, TrySendError,
 };
 pub use pyapi::{current_thread_ident, interrupt_thread, MOD_WSGI_API_VERSION};
-pub use request::{Outcome, Request};
+pub use request::{HookValue, Outcome, Request};
 pub use subinterp::SubInterpreter;
 
 mod error;
@@ -129,6 +129,17 @@ impl Engine {
     /// Serves one request on the calling thread.
     pub fn handle(&self, request: Request) -> Outcome {
         Python::attach(|py| request::run(py, self, request))
+    }
+
+    /// Calls the loaded script's callable as mod_wsgi calls access and authentication scripts:
+    /// `callable(environ, *args)`. `None` if it raised (the traceback is logged).
+    pub fn call_hook(
+        &self,
+        vars: &CgiVars,
+        args: &[&[u8]],
+        id: Option<String>,
+    ) -> Option<HookValue> {
+        Python::attach(|py| request::call_hook(py, self, vars, args, id))
     }
 
     /// Serves requests from `source` on the calling thread until it runs dry.

@@ -323,3 +323,93 @@ impl Engine {
         self.log.write(request_id, &message);
     }
 }
+
+/// What an access or authentication script's function returned (mod_wsgi's `allow_access`,
+/// `check_password`, `get_realm_hash`, `groups_for_user`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookValue {
+    /// `None`.
+    None,
+    /// `True` or `False`.
+    Bool(bool),
+    /// A `str` (or `bytes`, taken as latin-1).
+    Text(String),
+    /// A list, tuple or other iterable of strings.
+    Texts(Vec<String>),
+    /// Anything else, by its type name.
+    Other(String),
+}
+
+/// A request body that is empty: hook functions get no input.
+struct NoBody;
+
+impl BodyReader for NoBody {
+    fn try_next(&mut self) -> Option<std::io::Result<crate::host::BodyChunk>> {
+        Some(Ok(crate::host::BodyChunk::End))
+    }
+
+    fn next(&mut self) -> std::io::Result<crate::host::BodyChunk> {
+        Ok(crate::host::BodyChunk::End)
+    }
+}
+
+/// Calls the app's callable as `callable(environ, *args)`, the arguments as latin-1 strings. `None` if it
+/// raised (the traceback is logged).
+pub(crate) fn call_hook(
+    py: Python<'_>,
+    engine: &Engine,
+    vars: &CgiVars,
+    args: &[&[u8]],
+    id: Option<String>,
+) -> Option<HookValue> {
+    let call = || -> PyResult<HookValue> {
+        let environ = build_environ(py, engine, vars, Box::new(NoBody), id.clone())?;
+        let mut call_args: Vec<Bound<'_, PyAny>> = vec![environ.into_any()];
+        call_args.extend(args.iter().map(|a| latin1(py, a).into_any()));
+        let result = engine
+            .current_app(py, id.as_deref())
+            .bind(py)
+            .call1(pyo3::types::PyTuple::new(py, call_args)?)?;
+        Ok(hook_value(&result))
+    };
+    match call() {
+        Ok(value) => Some(value),
+        Err(err) => {
+            engine.log_exception(py, id.as_deref(), &err);
+            None
+        }
+    }
+}
+
+fn text_of(value: &Bound<'_, PyAny>) -> Option<String> {
+    if let Ok(text) = value.extract::<String>() {
+        return Some(text);
+    }
+    let bytes = value.cast::<pyo3::types::PyBytes>().ok()?;
+    Some(bytes.as_bytes().iter().map(|&b| char::from(b)).collect())
+}
+
+fn hook_value(result: &Bound<'_, PyAny>) -> HookValue {
+    if result.is_none() {
+        return HookValue::None;
+    }
+    if let Ok(flag) = result.cast::<pyo3::types::PyBool>() {
+        return HookValue::Bool(flag.is_true());
+    }
+    if let Some(text) = text_of(result) {
+        return HookValue::Text(text);
+    }
+    if let Ok(items) = result.try_iter() {
+        let texts: Option<Vec<String>> = items.map(|item| text_of(&item.ok()?)).collect();
+        if let Some(texts) = texts {
+            return HookValue::Texts(texts);
+        }
+    }
+    HookValue::Other(
+        result
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+    )
+}

@@ -26,6 +26,18 @@ pub(crate) struct Scoped {
     pub(crate) trusted_proxy_headers: Option<Vec<String>>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) handler_scripts: Vec<HandlerScript>,
+    pub(crate) access_script: Option<HookScript>,
+    pub(crate) auth_user_script: Option<HookScript>,
+    pub(crate) auth_group_script: Option<HookScript>,
+    pub(crate) group_authoritative: Option<bool>,
+}
+
+/// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: a script whose functions Apache's
+/// access and authentication phases call.
+#[derive(Debug, Clone)]
+pub(crate) struct HookScript {
+    pub(crate) script: PathBuf,
+    pub(crate) options: AliasOptions,
 }
 
 impl Scoped {
@@ -48,6 +60,10 @@ impl Scoped {
             pass_apache_request: pick(&base.pass_apache_request, &add.pass_apache_request),
             trusted_proxy_headers: pick(&base.trusted_proxy_headers, &add.trusted_proxy_headers),
             trusted_proxies: pick(&base.trusted_proxies, &add.trusted_proxies),
+            access_script: pick(&base.access_script, &add.access_script),
+            auth_user_script: pick(&base.auth_user_script, &add.auth_user_script),
+            auth_group_script: pick(&base.auth_group_script, &add.auth_group_script),
+            group_authoritative: pick(&base.group_authoritative, &add.group_authoritative),
             handler_scripts: add
                 .handler_scripts
                 .iter()
@@ -273,12 +289,11 @@ pub(crate) fn apply(
         | Name::SocketRotation
         | Name::AcceptMutex
         | Name::RestrictProcess => return Err(daemon_mode_refusal()),
-        Name::ImportScript
-        | Name::DispatchScript
-        | Name::AccessScript
-        | Name::AuthUserScript
-        | Name::AuthGroupScript
-        | Name::GroupAuthoritative => {
+        Name::AccessScript => scoped.access_script = Some(hook_script(args)?),
+        Name::AuthUserScript => scoped.auth_user_script = Some(hook_script(args)?),
+        Name::AuthGroupScript => scoped.auth_group_script = Some(hook_script(args)?),
+        Name::GroupAuthoritative => scoped.group_authoritative = Some(flag(args)?),
+        Name::ImportScript | Name::DispatchScript => {
             return Err("is recognised but not implemented yet by rwsgi's mod_wsgi.so.".into())
         }
         Name::VerboseDebugging
@@ -335,6 +350,16 @@ fn group_name(value: &str, what: &str) -> Result<String, String> {
     } else {
         value.to_owned()
     })
+}
+
+fn hook_script(args: &[String]) -> Result<HookScript, String> {
+    match args {
+        [script, options @ ..] if !script.is_empty() => Ok(HookScript {
+            script: PathBuf::from(script),
+            options: alias_options(options)?,
+        }),
+        _ => Err("requires a script file.".into()),
+    }
 }
 
 fn script_alias(args: &[String], pattern: bool) -> Result<ScriptAlias, String> {

@@ -111,42 +111,42 @@ fn add_request_vars(request: &mut Request<'_>, env: &mut Table<'_>) {
     if let Some(headers) = request.headers_in() {
         for (name, value) in headers.entries() {
             if name.eq_ignore_ascii_case("Content-Type") {
-                env.add("CONTENT_TYPE", value);
+                env.set("CONTENT_TYPE", value);
             } else if name.eq_ignore_ascii_case("Content-Length") {
-                env.add("CONTENT_LENGTH", value);
+                env.set("CONTENT_LENGTH", value);
             } else if name.eq_ignore_ascii_case("Proxy")
                 || name.eq_ignore_ascii_case("Authorization")
                 || name.eq_ignore_ascii_case("Proxy-Authorization")
             {
                 // Proxy: httpoxy. Credentials only with WSGIPassAuthorization (added by the caller).
             } else if let Some(key) = http_to_env(name) {
-                env.add(&key, value);
+                env.set(&key, value);
             }
         }
     }
     let facts = request.server_facts();
-    env.add("SERVER_SOFTWARE", facts.banner);
-    env.add("SERVER_NAME", facts.name);
-    env.add("SERVER_ADDR", facts.local_ip);
-    env.add("SERVER_PORT", facts.port.to_string().as_bytes());
-    env.add("REMOTE_ADDR", facts.remote_ip);
-    env.add("DOCUMENT_ROOT", facts.document_root);
+    env.set("SERVER_SOFTWARE", facts.banner);
+    env.set("SERVER_NAME", facts.name);
+    env.set("SERVER_ADDR", facts.local_ip);
+    env.set("SERVER_PORT", facts.port.to_string().as_bytes());
+    env.set("REMOTE_ADDR", facts.remote_ip);
+    env.set("DOCUMENT_ROOT", facts.document_root);
     env.set("REQUEST_SCHEME", facts.scheme.as_bytes());
-    env.add("CONTEXT_PREFIX", facts.context_prefix);
-    env.add("CONTEXT_DOCUMENT_ROOT", facts.context_document_root);
+    env.set("CONTEXT_PREFIX", facts.context_prefix);
+    env.set("CONTEXT_DOCUMENT_ROOT", facts.context_document_root);
     if let Some(admin) = facts.server_admin {
-        env.add("SERVER_ADMIN", admin);
+        env.set("SERVER_ADMIN", admin);
     }
-    env.add(
+    env.set(
         "SCRIPT_FILENAME",
         request.filename().unwrap_or("").as_bytes(),
     );
-    env.add("REMOTE_PORT", facts.remote_port.to_string().as_bytes());
+    env.set("REMOTE_PORT", facts.remote_port.to_string().as_bytes());
     if let Some(user) = request.user() {
-        env.add("REMOTE_USER", user);
+        env.set("REMOTE_USER", user);
     }
     if let Some(auth_type) = request.auth_type() {
-        env.add("AUTH_TYPE", auth_type);
+        env.set("AUTH_TYPE", auth_type);
     }
     env.set("SERVER_PROTOCOL", request.protocol().as_bytes());
     env.set("REQUEST_METHOD", request.method().as_bytes());

@@ -258,7 +258,7 @@ fn body_over_limit(request: &Request<'_>) -> bool {
 }
 
 fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
-    let application_group = application_group(request, settings.application_group.as_deref());
+    let application_group = group_for(request, settings.application_group.as_deref(), true);
     let process_group = settings.process_group.clone().unwrap_or_default();
     let key = AppKey {
         script: target.script.clone(),
@@ -308,9 +308,14 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
     status::OK
 }
 
-/// The application group's name as mod_wsgi gives it: `%{GLOBAL}` is the empty name; `%{RESOURCE}`
-/// (the default) is `host[:port]|SCRIPT_NAME`; `%{SERVER}`, `%{HOST}` and `%{ENV:var}` as documented.
-fn application_group(request: &Request<'_>, configured: Option<&str>) -> String {
+/// The application group's name as mod_wsgi gives it: `%{GLOBAL}` is the empty name; `%{RESOURCE}` is
+/// `host[:port]|SCRIPT_NAME`; `%{SERVER}`, `%{HOST}` and `%{ENV:var}` as documented. Unset, it is
+/// `%{RESOURCE}` for applications and the main interpreter for access and authentication scripts.
+pub(crate) fn group_for(
+    request: &Request<'_>,
+    configured: Option<&str>,
+    default_resource: bool,
+) -> String {
     let server_host = request.server().hostname().to_owned();
     let port = request.server_facts().port;
     let with_port = |host: &str| {
@@ -322,7 +327,11 @@ fn application_group(request: &Request<'_>, configured: Option<&str>) -> String 
     };
     let resource = || format!("{}|{}", with_port(&server_host), script_name(request));
     let Some(value) = configured else {
-        return resource();
+        return if default_resource {
+            resource()
+        } else {
+            String::new()
+        };
     };
     match value {
         "" => String::new(),

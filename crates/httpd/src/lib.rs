@@ -8,11 +8,13 @@
 //! - [`config`]: the resolved per-server and per-directory settings, and Apache's merging of them.
 //! - [`handler`]: `WSGIScriptAlias` URL mapping, and the response handler that runs a request.
 //! - [`environ`]: the WSGI environ, key for key as mod_wsgi builds it from Apache's request.
+//! - [`auth`]: access, authentication and group scripts (`WSGIAccessScript`, `WSGIAuthUserScript`, …).
 //! - [`io`]: the engine's body reader and response sink over Apache's filters.
 //! - [`python`]: the interpreter of each Apache child process and its loaded applications.
 // The unit-test harness has no Apache to call the module's entry points, so most code is unreachable there.
 #![cfg_attr(test, allow(dead_code))]
 
+mod auth;
 mod config;
 mod directives;
 mod environ;

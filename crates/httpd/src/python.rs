@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rwsgi_engine::interp::{self, InterpreterConfig};
 use rwsgi_engine::{
-    AppSource, AppSpec, Engine, EngineOptions, ErrorLog, Outcome, Request, SubInterpreter,
+    AppSource, AppSpec, CgiVars, Engine, EngineOptions, ErrorLog, HookValue, Outcome, Request,
+    SubInterpreter,
 };
 
 use crate::config::{HashSeed, PythonSettings};
@@ -226,5 +227,19 @@ pub(crate) fn serve(app: &LoadedApp, request: Request) -> Outcome {
     match &app.interpreter {
         Some(interpreter) => interpreter.enter(|| app.engine.handle(request)),
         None => app.engine.handle(request),
+    }
+}
+
+/// Calls an access or authentication function in its interpreter (see [`crate::auth`]).
+pub(crate) fn call_hook(
+    app: &LoadedApp,
+    vars: &CgiVars,
+    args: &[&[u8]],
+    id: Option<String>,
+) -> Option<HookValue> {
+    interp::keep_thread_state();
+    match &app.interpreter {
+        Some(interpreter) => interpreter.enter(|| app.engine.call_hook(vars, args, id)),
+        None => app.engine.call_hook(vars, args, id),
     }
 }

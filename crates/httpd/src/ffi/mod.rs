@@ -158,16 +158,6 @@ impl<'a> Table<'a> {
         }
     }
 
-    /// Adds a value for `key`, keeping the ones there.
-    pub(crate) fn add(&mut self, key: &str, value: &[u8]) {
-        // SAFETY: as for `set`.
-        unsafe {
-            let key = pool_str(self.pool, key.as_bytes());
-            let value = pool_str(self.pool, value);
-            sys::apr_table_addn(self.raw.as_ptr(), key, value);
-        }
-    }
-
     /// The entries in order; keys that are not UTF-8 are skipped (Apache makes none such).
     pub(crate) fn entries(&self) -> Vec<(&'a str, &'a [u8])> {
         // SAFETY: the table is live for 'a; its header array holds `nelts` entries whose strings live in
@@ -374,6 +364,19 @@ impl<'r> Request<'r> {
         let pool = self.pool();
         // SAFETY: the request is live and only this thread touches it; the copy lives in its pool.
         unsafe { (*self.raw.as_ptr()).filename = pool_str(pool, filename.as_bytes()) };
+    }
+
+    /// Sets the authenticated user (`REMOTE_USER`).
+    pub(crate) fn set_user(&mut self, user: &str) {
+        let pool = self.pool();
+        // SAFETY: the request is live and only this thread touches it; the copy lives in its pool.
+        unsafe { (*self.raw.as_ptr()).user = pool_str(pool, user.as_bytes()) };
+    }
+
+    /// A copy of `bytes` in the request's pool, for Apache to keep.
+    pub(super) fn pool_copy(&self, bytes: &[u8]) -> *mut c_char {
+        // SAFETY: the request pool is live.
+        unsafe { pool_str(self.pool(), bytes) }
     }
 
     /// Sets the request's handler name (a static string, as Apache keeps the pointer).

@@ -230,7 +230,44 @@ unsafe extern "C" fn directive(
     unsafe { super::pool_str(pool, message.as_bytes()) }
 }
 
-unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
+/// The `wsgi` authentication provider (`AuthBasicProvider wsgi`, `AuthDigestProvider wsgi`).
+static AUTHN_PROVIDER: Shared<sys::authn_provider> = Shared(UnsafeCell::new(sys::authn_provider {
+    check_password: Some(check_password),
+    get_realm_hash: Some(get_realm_hash),
+}));
+
+/// The `wsgi-group` authorization provider (`Require wsgi-group NAME…`).
+static AUTHZ_PROVIDER: Shared<sys::authz_provider> = Shared(UnsafeCell::new(sys::authz_provider {
+    check_authorization: Some(check_authorization),
+    parse_require_line: None,
+}));
+
+unsafe extern "C" fn register_hooks(pool: *mut sys::apr_pool_t) {
+    // SAFETY: the providers are 'static records Apache only reads; names and versions are C literals.
+    unsafe {
+        sys::ap_register_auth_provider(
+            pool,
+            c"authn".as_ptr(),
+            c"wsgi".as_ptr(),
+            c"0".as_ptr(),
+            AUTHN_PROVIDER.0.get().cast(),
+            sys::AP_AUTH_INTERNAL_PER_CONF as c_int,
+        );
+        sys::ap_register_auth_provider(
+            pool,
+            c"authz".as_ptr(),
+            c"wsgi-group".as_ptr(),
+            c"0".as_ptr(),
+            AUTHZ_PROVIDER.0.get().cast(),
+            sys::AP_AUTH_INTERNAL_PER_CONF as c_int,
+        );
+        sys::ap_hook_access_checker(
+            Some(access_checker),
+            std::ptr::null(),
+            std::ptr::null(),
+            sys::APR_HOOK_MIDDLE as c_int,
+        );
+    }
     // After mod_alias, so an `Alias /static/ …` beside `WSGIScriptAlias /` serves its files, and before
     // mod_userdir and mod_vhost_alias: the order mod_wsgi registers.
     static AFTER: Shared<[*const c_char; 2]> =
@@ -279,6 +316,103 @@ unsafe extern "C" fn handler(r: *mut sys::request_rec) -> c_int {
     };
     catch_unwind(AssertUnwindSafe(|| crate::handler::handle(&mut request)))
         .unwrap_or(sys::HTTP_INTERNAL_SERVER_ERROR as c_int)
+}
+
+unsafe extern "C" fn access_checker(r: *mut sys::request_rec) -> c_int {
+    // SAFETY: Apache passes the live request of this hook, on this thread.
+    let Some(mut request) = (unsafe { Request::from_raw(r) }) else {
+        return sys::DECLINED;
+    };
+    catch_unwind(AssertUnwindSafe(|| crate::auth::allow_access(&mut request)))
+        .unwrap_or(sys::HTTP_INTERNAL_SERVER_ERROR as c_int)
+}
+
+/// # Safety
+/// `ptr` is null or a NUL-terminated string alive for the call.
+unsafe fn bytes<'a>(ptr: *const c_char) -> &'a [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { super::opt_bytes(ptr) }.unwrap_or(b"")
+}
+
+unsafe extern "C" fn check_password(
+    r: *mut sys::request_rec,
+    user: *const c_char,
+    password: *const c_char,
+) -> sys::authn_status {
+    use crate::auth::Authn;
+    // SAFETY: Apache passes the live request and NUL-terminated credentials for this call.
+    let (Some(mut request), user, password) =
+        (unsafe { (Request::from_raw(r), bytes(user), bytes(password)) })
+    else {
+        return sys::authn_status_AUTH_GENERAL_ERROR;
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        crate::auth::check_password(&mut request, user, password)
+    }))
+    .unwrap_or(Authn::Error);
+    match outcome {
+        Authn::Granted(renamed) => {
+            if let Some(name) = renamed {
+                request.set_user(&name);
+            }
+            sys::authn_status_AUTH_GRANTED
+        }
+        Authn::Denied => sys::authn_status_AUTH_DENIED,
+        Authn::UserNotFound => sys::authn_status_AUTH_USER_NOT_FOUND,
+        Authn::Found(_) | Authn::Error => sys::authn_status_AUTH_GENERAL_ERROR,
+    }
+}
+
+unsafe extern "C" fn get_realm_hash(
+    r: *mut sys::request_rec,
+    user: *const c_char,
+    realm: *const c_char,
+    rethash: *mut *mut c_char,
+) -> sys::authn_status {
+    use crate::auth::Authn;
+    // SAFETY: as for check_password.
+    let (Some(mut request), user, realm) =
+        (unsafe { (Request::from_raw(r), bytes(user), bytes(realm)) })
+    else {
+        return sys::authn_status_AUTH_GENERAL_ERROR;
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        crate::auth::realm_hash(&mut request, user, realm)
+    }))
+    .unwrap_or(Authn::Error);
+    match outcome {
+        Authn::Found(hash) => {
+            // SAFETY: Apache gives a place for the hash, which it reads from the request pool.
+            unsafe { *rethash = request.pool_copy(hash.as_bytes()) };
+            sys::authn_status_AUTH_USER_FOUND
+        }
+        Authn::UserNotFound => sys::authn_status_AUTH_USER_NOT_FOUND,
+        Authn::Denied => sys::authn_status_AUTH_DENIED,
+        Authn::Granted(_) | Authn::Error => sys::authn_status_AUTH_GENERAL_ERROR,
+    }
+}
+
+unsafe extern "C" fn check_authorization(
+    r: *mut sys::request_rec,
+    require_args: *const c_char,
+    _parsed: *const c_void,
+) -> sys::authz_status {
+    use crate::auth::Authz;
+    // SAFETY: Apache passes the live request and the Require line's arguments for this call.
+    let (Some(mut request), args) = (unsafe { (Request::from_raw(r), bytes(require_args)) }) else {
+        return sys::authz_status_AUTHZ_GENERAL_ERROR;
+    };
+    let args = String::from_utf8_lossy(args).into_owned();
+    match catch_unwind(AssertUnwindSafe(|| {
+        crate::auth::check_groups(&mut request, &args)
+    }))
+    .unwrap_or(Authz::Error)
+    {
+        Authz::Granted => sys::authz_status_AUTHZ_GRANTED,
+        Authz::Denied => sys::authz_status_AUTHZ_DENIED,
+        Authz::NoUser => sys::authz_status_AUTHZ_DENIED_NO_USER,
+        Authz::Error => sys::authz_status_AUTHZ_GENERAL_ERROR,
+    }
 }
 
 unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::server_rec) {
