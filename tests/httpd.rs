@@ -212,7 +212,7 @@ fn app_errors_give_500_and_a_traceback_naming_the_script() {
 fn graceful_and_restart_repeated_then_a_clean_stop() {
     let mut apache = suite("");
     for action in ["graceful", "graceful", "restart", "graceful", "restart"] {
-        apache.control(action);
+        apache.control_and_wait(action);
         // The old generation may still answer for a moment; the new one must come up and serve.
         let deadline = std::time::Instant::now() + IO_TIMEOUT;
         loop {
@@ -461,4 +461,99 @@ fn access_authentication_and_group_scripts() {
 
     assert_eq!(get("/suite/status", "X-Let-Me-In: yes\r\n").status, 299);
     assert_eq!(get("/suite/status", "").status, 403);
+}
+
+#[test]
+fn import_scripts_run_at_process_start_in_their_group() {
+    let apache = Apache::start(&format!(
+        "{ONE_CHILD}WSGIPythonPath @REPO@/tests/apps\n\
+         WSGIImportScript @REPO@/tests/apps/preload.wsgi process-group=%{{GLOBAL}} application-group=preloaded\n\
+         WSGIScriptAlias /p @REPO@/tests/apps/preload.wsgi application-group=preloaded\n{APPS_ACCESS}"
+    ));
+    apache.wait_for_log("into application group 'preloaded'.");
+    let before_request = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let report = apache.get("/p").json();
+    assert!(
+        report["imported_at"].as_f64().unwrap() < before_request,
+        "{report}"
+    );
+    assert_eq!(report["group"], "preloaded");
+    // The request used the imported module: the script ran once.
+    assert_eq!(report["executions"], 1);
+    let out = config_must_fail("WSGIImportScript /x.wsgi application-group=%{GLOBAL}\n");
+    assert!(
+        out.contains("must specify both process-group= and application-group="),
+        "{out}"
+    );
+}
+
+fn write_script(path: &std::path::Path, text: &str, mtime_secs: u64) {
+    let source = format!(
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'{text}']\n"
+    );
+    std::fs::write(path, source).unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime_secs))
+        .unwrap();
+}
+
+#[test]
+fn a_changed_script_is_reloaded_unless_script_reloading_is_off() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (live, fixed) = (dir.join("live.wsgi"), dir.join("fixed.wsgi"));
+    write_script(&live, "v1", 1_700_000_000);
+    write_script(&fixed, "v1", 1_700_000_000);
+    let dir_text = dir.display().to_string();
+    // One child: a child that first loads the script after the change would load the new code, reloading
+    // or not.
+    let apache = Apache::start(&format!(
+        "{ONE_CHILD}WSGIScriptAlias /live {live}\nWSGIScriptAlias /fixed {fixed}\n\
+         <Location /fixed>\n    WSGIScriptReloading Off\n</Location>\n\
+         <Directory {dir_text}>\n    Require all granted\n</Directory>\n",
+        live = live.display(),
+        fixed = fixed.display()
+    ));
+    assert_eq!(apache.get("/live").text(), "v1");
+    assert_eq!(apache.get("/fixed").text(), "v1");
+    write_script(&live, "v2", 1_700_000_100);
+    write_script(&fixed, "v2", 1_700_000_100);
+    // The engine looks at a script's modification time at most every 100 ms.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while apache.get("/live").text() != "v2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            apache.error_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(apache.get("/fixed").text(), "v1");
+    drop(apache);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn chunked_request_bodies_need_wsgi_chunked_request() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias /plain @REPO@/tests/apps/suite.py\n\
+         WSGIScriptAlias /chunked @REPO@/tests/apps/suite.py\n\
+         <Location /chunked>\n    WSGIChunkedRequest On\n</Location>\n{APPS_ACCESS}"
+    ));
+    let chunked = |path: &str| {
+        apache.request(&format!(
+            "POST {path}/input/read HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        ))
+    };
+    assert_eq!(chunked("/plain").status, 411);
+    let echoed = chunked("/chunked");
+    assert_eq!(echoed.status, 200, "{}", apache.error_log());
+    assert!(echoed.text().contains("hello world"), "{}", echoed.text());
+    let sized = apache.post("/plain/input/read", "text/plain", b"sized body");
+    assert!(sized.text().contains("sized body"), "{}", sized.text());
 }

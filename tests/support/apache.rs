@@ -205,17 +205,65 @@ CustomLog "{dir}/access.log" common
         assert!(status.success(), "apache2 -k {action} failed");
     }
 
-    /// Stops Apache with SIGTERM and returns how it exited (bounded).
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+    /// Runs `apache2 -k ACTION` and waits (bounded) until the new generation says it is running.
+    pub fn control_and_wait(&self, action: &str) {
+        let generations = |log: &str| log.matches("resuming normal operations").count();
+        let before = generations(&self.error_log());
+        self.control(action);
         let deadline = Instant::now() + IO_TIMEOUT;
+        while generations(&self.error_log()) <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no new generation after {action}:\n{}",
+                self.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops Apache with SIGTERM and returns how it exited (bounded). The signal is repeated every two
+    /// seconds: Apache drops a SIGTERM that lands while it is still re-reading its config for a restart.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut next_signal = Instant::now();
         loop {
+            if Instant::now() >= next_signal {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &self.child.id().to_string()])
+                    .status();
+                next_signal = Instant::now() + Duration::from_secs(2);
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "apache2 did not stop");
+            if Instant::now() >= deadline {
+                let ps = Command::new("ps")
+                    .args(["-eLo", "pid,ppid,lwp,stat,wchan:32,cmd"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let mine: String = ps
+                    .lines()
+                    .filter(|l| l.contains(&*self.conf.to_string_lossy()))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                // Where the parent is, if gdb is at hand.
+                let stack = Command::new("gdb")
+                    .args([
+                        "-p",
+                        &self.child.id().to_string(),
+                        "-batch",
+                        "-ex",
+                        "thread apply all bt",
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!(
+                    "apache2 did not stop:\n{mine}\n{stack}\n{}",
+                    self.error_log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

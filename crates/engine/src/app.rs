@@ -138,13 +138,16 @@ pub(crate) fn load(py: Python<'_>, spec: &AppSpec) -> Result<App, EngineError> {
         traceback: format_exception(py, &err),
     };
     let module = match &spec.source {
-        AppSource::Script(path) => {
-            let source = std::fs::read(path).map_err(|source| EngineError::ScriptRead {
-                path: path.clone(),
-                source,
-            })?;
-            exec_script(py, path, &source).map_err(load_error)?
-        }
+        AppSource::Script(path) => match loaded_script(py, path) {
+            Some(module) => module,
+            None => {
+                let source = std::fs::read(path).map_err(|source| EngineError::ScriptRead {
+                    path: path.clone(),
+                    source,
+                })?;
+                exec_script(py, path, &source).map_err(load_error)?
+            }
+        },
         AppSource::Module(name) => py.import(name.as_str()).map_err(load_error)?,
     };
     let callable = match module.getattr(spec.callable.as_str()) {
@@ -162,6 +165,52 @@ pub(crate) fn load(py: Python<'_>, spec: &AppSpec) -> Result<App, EngineError> {
     })
 }
 
+/// The file's modification time as mod_wsgi records it on a script's module (`__mtime__`, in seconds).
+fn mtime_seconds(path: &std::path::Path) -> Option<f64> {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    Some(
+        modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64(),
+    )
+}
+
+/// The script's module if this interpreter already executed this version of the file (an import script,
+/// or another callable of the same script): like mod_wsgi, a script runs once per interpreter and change.
+fn loaded_script<'py>(py: Python<'py>, path: &std::path::Path) -> Option<Bound<'py, PyModule>> {
+    let name = script_module_name(py, path).ok()?;
+    let module = py
+        .import("sys")
+        .ok()?
+        .getattr("modules")
+        .ok()?
+        .get_item(&name)
+        .ok()?
+        .cast_into::<PyModule>()
+        .ok()?;
+    let recorded: f64 = module.getattr("__mtime__").ok()?.extract().ok()?;
+    (Some(recorded) == mtime_seconds(path)).then_some(module)
+}
+
+/// Executes a script file as its module now (mod_wsgi's `WSGIImportScript`), unless this version of it is
+/// loaded already; an application that names it later uses that module.
+pub(crate) fn import_script(py: Python<'_>, path: &std::path::Path) -> Result<(), EngineError> {
+    if loaded_script(py, path).is_some() {
+        return Ok(());
+    }
+    let source = std::fs::read(path).map_err(|source| EngineError::ScriptRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    exec_script(py, path, &source)
+        .map(drop)
+        .map_err(|err| EngineError::AppLoad {
+            target: path.display().to_string(),
+            traceback: format_exception(py, &err),
+        })
+}
+
 fn exec_script<'py>(
     py: Python<'py>,
     path: &std::path::Path,
@@ -170,6 +219,9 @@ fn exec_script<'py>(
     let name = script_module_name(py, path)?;
     let module = PyModule::new(py, &name)?;
     module.setattr("__file__", crate::path_str(path))?;
+    if let Some(mtime) = mtime_seconds(path) {
+        module.setattr("__mtime__", mtime)?;
+    }
     let builtins = py.import("builtins")?;
     let code =
         builtins

@@ -213,6 +213,19 @@ pub(crate) fn path_str(path: &std::path::Path) -> String {
     }
 }
 
+/// Registers the `mod_wsgi` Python module in the interpreter current on this thread, so code that runs
+/// before any application is loaded (import scripts) can `import mod_wsgi`.
+pub fn install_mod_wsgi(options: &EngineOptions) -> Result<(), EngineError> {
+    Python::attach(|py| pyapi::install(py, options))
+        .map_err(|err| EngineError::Interpreter(err.to_string()))
+}
+
+/// Executes a WSGI script file as its module now, in the interpreter current on this thread, so a later
+/// [`Engine::load`] of it starts at once (mod_wsgi's `WSGIImportScript`). Errors carry the traceback.
+pub fn import_script(path: &std::path::Path) -> Result<(), EngineError> {
+    Python::attach(|py| app::import_script(py, path))
+}
+
 /// Makes the type objects of the engine's Python classes now, in the interpreter current on this thread.
 pub(crate) fn prepare_types(py: Python<'_>) {
     py.get_type::<start_response::StartResponse>();

@@ -140,12 +140,22 @@ pub(crate) enum HashSeed {
     Fixed(u32),
 }
 
+/// `WSGIImportScript`: a script executed in an application group when a process starts.
+#[derive(Debug, Clone)]
+pub(crate) struct ImportScript {
+    pub(crate) script: PathBuf,
+    /// The group's name (`""`: the main interpreter).
+    pub(crate) application_group: String,
+}
+
 /// One server's (or virtual host's) settings.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ServerConfig {
     pub(crate) aliases: Vec<ScriptAlias>,
     pub(crate) scoped: Scoped,
     pub(crate) python: PythonSettings,
+    /// This server's own import scripts (each server's are run once, not merged into its vhosts).
+    pub(crate) import_scripts: Vec<ImportScript>,
 }
 
 impl ServerConfig {
@@ -156,6 +166,7 @@ impl ServerConfig {
             scoped: Scoped::merge(&base.scoped, &add.scoped),
             // Interpreter settings are process-wide: only the main server's count.
             python: base.python.clone(),
+            import_scripts: add.import_scripts.clone(),
         }
     }
 
@@ -293,7 +304,8 @@ pub(crate) fn apply(
         Name::AuthUserScript => scoped.auth_user_script = Some(hook_script(args)?),
         Name::AuthGroupScript => scoped.auth_group_script = Some(hook_script(args)?),
         Name::GroupAuthoritative => scoped.group_authoritative = Some(flag(args)?),
-        Name::ImportScript | Name::DispatchScript => {
+        Name::ImportScript => server.import_scripts.push(import_script(args)?),
+        Name::DispatchScript => {
             return Err("is recognised but not implemented yet by rwsgi's mod_wsgi.so.".into())
         }
         Name::VerboseDebugging
@@ -349,6 +361,24 @@ fn group_name(value: &str, what: &str) -> Result<String, String> {
         String::new()
     } else {
         value.to_owned()
+    })
+}
+
+fn import_script(args: &[String]) -> Result<ImportScript, String> {
+    let hook = hook_script(args)?;
+    let (Some(application_group), Some(_)) =
+        (hook.options.application_group, hook.options.process_group)
+    else {
+        return Err("must specify both process-group= and application-group= options.".into());
+    };
+    if application_group.starts_with("%{") {
+        return Err(format!(
+            "application-group={application_group} depends on a request; name the group, or use %{{GLOBAL}}."
+        ));
+    }
+    Ok(ImportScript {
+        script: hook.script,
+        application_group,
     })
 }
 

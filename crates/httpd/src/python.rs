@@ -115,6 +115,73 @@ pub(crate) fn child_init(server: &Server<'_>) {
         python_path: settings.path.clone(),
         apps: Mutex::new(Apps::default()),
     }));
+    run_import_scripts(server);
+}
+
+/// `WSGIImportScript`: every server's scripts, each in its group, as the child starts.
+fn run_import_scripts(main: &Server<'_>) {
+    let Some(Ok(child)) = CHILD.get() else {
+        return;
+    };
+    let mut server = Some(*main);
+    while let Some(current) = server {
+        for import in &current.config().import_scripts {
+            let result =
+                interpreter_for(child, &import.application_group).and_then(|interpreter| {
+                    let options = EngineOptions {
+                        threads: child.threads,
+                        processes: child.processes,
+                        process_group: String::new(),
+                        application_group: import.application_group.clone(),
+                        script_reloading: true,
+                    };
+                    let run = || {
+                        rwsgi_engine::install_mod_wsgi(&options)
+                            .and_then(|()| rwsgi_engine::import_script(&import.script))
+                    };
+                    interp::keep_thread_state();
+                    match interpreter {
+                        Some(interpreter) => interpreter.enter(run),
+                        None => run(),
+                    }
+                    .map_err(|err| LoadError::Script {
+                        script: import.script.display().to_string(),
+                        reason: err.to_string(),
+                    })
+                });
+            match result {
+                Ok(()) => ffi::log_server(
+                    Some(&current),
+                    Level::Info,
+                    &format!(
+                        "mod_wsgi (pid={}): Imported script '{}' into application group '{}'.",
+                        std::process::id(),
+                        import.script.display(),
+                        import.application_group
+                    ),
+                ),
+                Err(err) => ffi::log_server(Some(&current), Level::Error, &err.to_string()),
+            }
+        }
+        server = current.next();
+    }
+}
+
+/// The interpreter of an application group, created now if it has none yet (`None`: the main one).
+fn interpreter_for(child: &Child, group: &str) -> Result<Option<Arc<SubInterpreter>>, LoadError> {
+    if group.is_empty() {
+        return Ok(None);
+    }
+    let mut apps = child.apps.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(interpreter) = apps.interpreters.get(group) {
+        return Ok(Some(Arc::clone(interpreter)));
+    }
+    let interpreter = SubInterpreter::new(group, &child.python_path, Arc::new(ApacheLog))
+        .map(Arc::new)
+        .map_err(|err| LoadError::NoInterpreter(err.to_string()))?;
+    apps.interpreters
+        .insert(group.to_owned(), Arc::clone(&interpreter));
+    Ok(Some(interpreter))
 }
 
 /// Runs the apps' `atexit` hooks as the child stops, in every interpreter (sub-interpreters first, as
@@ -157,26 +224,20 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp
         Some(Err(err)) => return Err(LoadError::NoInterpreter(err.clone())),
         None => return Err(LoadError::NoInterpreter("not started".into())),
     };
+    if let Some(app) = child
+        .apps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .loaded
+        .get(key)
+    {
+        return Ok(app.clone());
+    }
+    let interpreter = interpreter_for(child, &key.application_group)?;
     let mut apps = child.apps.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(app) = apps.loaded.get(key) {
         return Ok(app.clone());
     }
-    let interpreter = if key.application_group.is_empty() {
-        None
-    } else if let Some(interpreter) = apps.interpreters.get(&key.application_group) {
-        Some(Arc::clone(interpreter))
-    } else {
-        let interpreter = SubInterpreter::new(
-            &key.application_group,
-            &child.python_path,
-            Arc::new(ApacheLog),
-        )
-        .map(Arc::new)
-        .map_err(|err| LoadError::NoInterpreter(err.to_string()))?;
-        apps.interpreters
-            .insert(key.application_group.clone(), Arc::clone(&interpreter));
-        Some(interpreter)
-    };
     let spec = AppSpec {
         source: AppSource::Script(key.script.clone()),
         callable: key.callable.clone(),

@@ -181,6 +181,7 @@ impl<'a> Table<'a> {
 }
 
 /// A virtual host (or the main server).
+#[derive(Clone, Copy)]
 pub(crate) struct Server<'a> {
     raw: NonNull<sys::server_rec>,
     _life: PhantomData<&'a sys::server_rec>,
@@ -201,6 +202,12 @@ impl<'a> Server<'a> {
         // SAFETY: the server is live; every server has this module's config slot, made by
         // `create_server_config` (or its merge), which lives in the configuration pool.
         unsafe { module::server_config(self.raw.as_ptr()) }
+    }
+
+    /// The next virtual host after this one (the main server is first).
+    pub(crate) fn next(&self) -> Option<Server<'a>> {
+        // SAFETY: the server list lives as long as the configuration, which outlives 'a.
+        unsafe { Server::from_raw((*self.raw.as_ptr()).next) }
     }
 
     /// `ServerName` of this server.
