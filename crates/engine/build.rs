@@ -6,6 +6,11 @@ fn main() {
     if let Some(executable) = config.executable() {
         println!("cargo:rustc-env=RWSGI_BUILD_PYTHON={executable}");
     }
+    println!(
+        "cargo:rustc-env=RWSGI_PYTHON_VERSION={}.{}",
+        config.version().major,
+        config.version().minor
+    );
     if let Some(lib_dir) = config.lib_dir() {
         println!("cargo:lib_dir={lib_dir}");
     }

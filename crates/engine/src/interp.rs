@@ -36,6 +36,9 @@ pub struct InterpreterConfig {
     pub switch_interval: Option<f64>,
 }
 
+/// The version (`major.minor`) of the Python the engine was built against.
+pub const PYTHON_VERSION: &str = env!("RWSGI_PYTHON_VERSION");
+
 /// The Python the engine was built against; `sys.executable` points here unless a python-home says otherwise.
 const BUILD_PYTHON: Option<&str> = option_env!("RWSGI_BUILD_PYTHON");
 

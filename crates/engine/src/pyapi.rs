@@ -9,7 +9,7 @@ use pyo3::types::{IntoPyDict, PyModule, PyTuple};
 use crate::EngineOptions;
 
 /// The mod_wsgi API level these names follow.
-pub const MOD_WSGI_API_VERSION: (u8, u8, u8) = (6, 0, 0);
+pub const MOD_WSGI_API_VERSION: (u8, u8, u8) = (6, 1, 1);
 
 pub(crate) fn install(py: Python<'_>, options: &EngineOptions) -> PyResult<()> {
     let module = PyModule::new(py, "mod_wsgi")?;

@@ -127,7 +127,30 @@ fn build_environ<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let environ = engine.environ_template.bind(py).copy()?;
     let mut https = false;
+    let mut request_start = None;
     for (key, value) in vars.iter() {
+        if let Some(private) = key.strip_prefix("mod_wsgi.x-") {
+            // The host's hints to the engine, never shown to the app (mod_wsgi's convention).
+            match private {
+                "request_start_us" => {
+                    request_start = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                }
+                "apache_version" => {
+                    let parts: Vec<u32> = String::from_utf8_lossy(value)
+                        .split('.')
+                        .filter_map(|p| p.parse().ok())
+                        .collect();
+                    environ.set_item(
+                        pyo3::intern!(py, "apache.version"),
+                        PyTuple::new(py, parts)?,
+                    )?;
+                }
+                _ => {}
+            }
+            continue;
+        }
         if key == "HTTPS" {
             https = matches!(value, b"1" | b"on" | b"On" | b"ON");
         }
@@ -145,20 +168,34 @@ fn build_environ<'py>(
     )?;
     let errors = ErrorStream::new(Arc::clone(&engine.log), id.clone());
     environ.set_item(pyo3::intern!(py, "wsgi.errors"), Bound::new(py, errors)?)?;
+    // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats; queue and daemon
+    // instants are 0.0 outside daemon mode.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    // A host that knows when the request arrived (Apache) says so in the vars; otherwise it is now.
-    if vars.get("mod_wsgi.request_start").is_none() {
-        environ.set_item(
-            pyo3::intern!(py, "mod_wsgi.request_start"),
-            now.as_micros().to_string(),
-        )?;
-    }
+    let arrived = request_start.map_or(now.as_secs_f64(), |us| us as f64 / 1e6);
+    environ.set_item(pyo3::intern!(py, "mod_wsgi.request_start"), arrived)?;
+    environ.set_item(pyo3::intern!(py, "mod_wsgi.queue_start"), 0.0)?;
+    environ.set_item(pyo3::intern!(py, "mod_wsgi.daemon_start"), 0.0)?;
+    environ.set_item(
+        pyo3::intern!(py, "mod_wsgi.application_start"),
+        now.as_secs_f64(),
+    )?;
+    environ.set_item(pyo3::intern!(py, "mod_wsgi.thread_id"), thread_id())?;
     if let Some(id) = id {
         environ.set_item(pyo3::intern!(py, "mod_wsgi.request_id"), id)?;
     }
     Ok(environ)
+}
+
+/// A small number naming the calling thread (mod_wsgi's `mod_wsgi.thread_id`: 1, 2, … in the order threads
+/// first served a request).
+fn thread_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
 }
 
 /// A CGI value as PEP 3333 wants it: a `str` holding the bytes as latin-1 code points.

@@ -176,7 +176,7 @@ pub(crate) fn check_groups(request: &mut Request<'_>, require_args: &str) -> Aut
             &format!(
                 "Authorization of user '{}' to access '{}' failed. User is not a member of designated groups.",
                 String::from_utf8_lossy(&user),
-                request.uri()
+                String::from_utf8_lossy(request.uri())
             ),
         );
         Authz::Denied

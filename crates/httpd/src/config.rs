@@ -454,8 +454,8 @@ fn alias_options(words: &[String]) -> Result<AliasOptions, String> {
 
 /// How much of `uri` a `WSGIScriptAlias` prefix matches, mod_alias's way: a `/` in the alias matches any
 /// run of `/` in the URI, and the match must end at a path segment boundary. `None` if it does not match.
-pub(crate) fn prefix_match(uri: &str, alias: &str) -> Option<usize> {
-    let (uri, alias) = (uri.as_bytes(), alias.as_bytes());
+pub(crate) fn prefix_match(uri: &[u8], alias: &str) -> Option<usize> {
+    let alias = alias.as_bytes();
     let (mut u, mut a) = (0, 0);
     while a < alias.len() {
         if alias[a] == b'/' {
@@ -489,12 +489,12 @@ mod tests {
 
     #[test]
     fn prefix_matches_like_mod_alias() {
-        assert_eq!(prefix_match("/app/x", "/app"), Some(4));
-        assert_eq!(prefix_match("/app", "/app"), Some(4));
-        assert_eq!(prefix_match("/apple", "/app"), None);
-        assert_eq!(prefix_match("//app//x", "/app/"), Some(7));
-        assert_eq!(prefix_match("/anything", "/"), Some(1));
-        assert_eq!(prefix_match("/other", "/app"), None);
+        assert_eq!(prefix_match(b"/app/x", "/app"), Some(4));
+        assert_eq!(prefix_match(b"/app", "/app"), Some(4));
+        assert_eq!(prefix_match(b"/apple", "/app"), None);
+        assert_eq!(prefix_match(b"//app//x", "/app/"), Some(7));
+        assert_eq!(prefix_match(b"/anything", "/"), Some(1));
+        assert_eq!(prefix_match(b"/other", "/app"), None);
     }
 
     #[test]

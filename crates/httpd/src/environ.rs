@@ -2,7 +2,7 @@
 //!
 //! Apache's view of the request goes into the request's `subprocess_env` (so later phases, such as the
 //! access log's `%{VAR}e`, see it too), over whatever SetEnv, PassEnv and mod_rewrite put there; the engine
-//! then gets that table, less mod_wsgi's private `mod_wsgi.x-` keys and PATH.
+//! then gets that table, less PATH; it reads mod_wsgi's private `mod_wsgi.x-` keys and hides them.
 
 use rwsgi_engine::CgiVars;
 
@@ -63,27 +63,32 @@ pub(crate) fn build(
         resolved.handler_script.as_bytes(),
     );
     let facts = request.server_facts();
-    env.set("mod_wsgi.listener_host", b"");
+    env.set("mod_wsgi.listener_host", facts.local_host);
     env.set(
         "mod_wsgi.listener_port",
         facts.local_port.to_string().as_bytes(),
     );
     let flag = |on: bool| if on { b"1" } else { b"0" };
+    // Settings the engine may read, private to it (the app sees none of the `mod_wsgi.x-` keys).
     env.set(
-        "mod_wsgi.script_reloading",
+        "mod_wsgi.x-script_reloading",
         flag(settings.script_reloading.unwrap_or(true)),
     );
     env.set(
-        "mod_wsgi.enable_sendfile",
+        "mod_wsgi.x-enable_sendfile",
         flag(settings.enable_sendfile.unwrap_or(false)),
     );
     env.set(
-        "mod_wsgi.ignore_activity",
+        "mod_wsgi.x-ignore_activity",
         flag(settings.ignore_activity.unwrap_or(false)),
     );
     env.set(
-        "mod_wsgi.request_start",
+        "mod_wsgi.x-request_start_us",
         request.request_time().to_string().as_bytes(),
+    );
+    env.set(
+        "mod_wsgi.x-apache_version",
+        crate::ffi::apache_version().as_bytes(),
     );
     env.set(
         "mod_wsgi.server_pid",
@@ -97,7 +102,8 @@ pub(crate) fn build(
     }
     let mut vars = CgiVars::with_capacity(64);
     for (key, value) in env.entries() {
-        if key.starts_with("mod_wsgi.x-") || key == "PATH" {
+        // PATH is the server's, not the request's; `mod_wsgi.x-` keys go to the engine, which hides them.
+        if key == "PATH" {
             continue;
         }
         vars.set(key.to_owned(), value.to_vec());
@@ -137,10 +143,7 @@ fn add_request_vars(request: &mut Request<'_>, env: &mut Table<'_>) {
     if let Some(admin) = facts.server_admin {
         env.set("SERVER_ADMIN", admin);
     }
-    env.set(
-        "SCRIPT_FILENAME",
-        request.filename().unwrap_or("").as_bytes(),
-    );
+    env.set("SCRIPT_FILENAME", request.filename().unwrap_or(b""));
     env.set("REMOTE_PORT", facts.remote_port.to_string().as_bytes());
     if let Some(user) = request.user() {
         env.set("REMOTE_USER", user);
@@ -155,11 +158,11 @@ fn add_request_vars(request: &mut Request<'_>, env: &mut Table<'_>) {
     let uri = request.uri();
     let path_info = request.path_info();
     if path_info.is_empty() {
-        env.set("SCRIPT_NAME", uri.as_bytes());
+        env.set("SCRIPT_NAME", uri);
     } else {
         let start = path_info_start(uri, path_info);
-        env.set("SCRIPT_NAME", &uri.as_bytes()[..start]);
-        env.set("PATH_INFO", path_info.as_bytes());
+        env.set("SCRIPT_NAME", &uri[..start]);
+        env.set("PATH_INFO", path_info);
     }
 }
 
@@ -181,8 +184,7 @@ fn http_to_env(name: &str) -> Option<String> {
 /// Where the path info starts in `uri`, as Apache's `ap_find_path_info` finds it: walking back from both
 /// ends while they agree (a `/` of the path info matching a run of them in the URI), then forward to the
 /// next `/`.
-pub(crate) fn path_info_start(uri: &str, path_info: &str) -> usize {
-    let (uri, path_info) = (uri.as_bytes(), path_info.as_bytes());
+pub(crate) fn path_info_start(uri: &[u8], path_info: &[u8]) -> usize {
     let mut lu = uri.len();
     let mut lp = path_info.len();
     let mut exhausted = false;
@@ -242,9 +244,9 @@ mod tests {
 
     #[test]
     fn path_info_is_found_from_the_end() {
-        assert_eq!(path_info_start("/app/a/b", "/a/b"), 4);
-        assert_eq!(path_info_start("/app//a", "/a"), 4);
-        assert_eq!(path_info_start("/a", "/a"), 0);
+        assert_eq!(path_info_start(b"/app/a/b", b"/a/b"), 4);
+        assert_eq!(path_info_start(b"/app//a", b"/a"), 4);
+        assert_eq!(path_info_start(b"/a", b"/a"), 0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the application for `wsgi-script` requests (and `WSGIHandlerScript` handlers).
 
 use std::borrow::Cow;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use rwsgi_engine::Request as EngineRequest;
@@ -19,7 +20,7 @@ const WSGI_SCRIPT: &str = "wsgi-script";
 pub(crate) fn translate(request: &mut Request<'_>) -> i32 {
     let config = request.server().config();
     let uri = request.uri();
-    if config.aliases.is_empty() || (!uri.is_empty() && !uri.starts_with('/')) {
+    if config.aliases.is_empty() || (!uri.is_empty() && !uri.starts_with(b"/")) {
         return status::DECLINED;
     }
     for alias in &config.aliases {
@@ -31,7 +32,8 @@ pub(crate) fn translate(request: &mut Request<'_>) -> i32 {
         } else {
             &uri[matched..]
         };
-        let filename = format!("{target}{rest}");
+        let mut filename = target.as_bytes().to_vec();
+        filename.extend_from_slice(rest);
         request.set_filename(&filename);
         request.set_handler(c"wsgi-script");
         if let Some(mut notes) = request.notes() {
@@ -59,19 +61,19 @@ pub(crate) fn translate(request: &mut Request<'_>) -> i32 {
 }
 
 /// How much of `uri` the alias matches, whether its location is `/`, and the script it names.
-fn match_alias<'a>(alias: &'a ScriptAlias, uri: &str) -> Option<(usize, bool, Cow<'a, str>)> {
+fn match_alias<'a>(alias: &'a ScriptAlias, uri: &[u8]) -> Option<(usize, bool, Cow<'a, str>)> {
     match &alias.location {
         Location::Prefix(location) => {
             let matched = prefix_match(uri, location)?;
             Some((matched, location == "/", Cow::Borrowed(&alias.target)))
         }
         Location::Pattern(pattern) => {
-            let captures = pattern.captures(uri.as_bytes())?;
+            let captures = pattern.captures(uri)?;
             let matched = captures.get(0)?.end();
             let mut target = Vec::new();
             captures.expand(alias.target.as_bytes(), &mut target);
             let target = String::from_utf8(target).ok()?;
-            Some((matched, &uri[..matched] == "/", Cow::Owned(target)))
+            Some((matched, &uri[..matched] == b"/", Cow::Owned(target)))
         }
     }
 }
@@ -171,7 +173,9 @@ fn script_target(request: &Request<'_>, settings: &Scoped) -> Result<Target, i32
         }
         Some(FileType::File) => {}
     }
-    let script = PathBuf::from(request.filename().unwrap_or(""));
+    let script = PathBuf::from(std::ffi::OsStr::from_bytes(
+        request.filename().unwrap_or(b""),
+    ));
     let (callable, application_group, process_group, pass_authorization) = if aliased {
         (
             note("mod_wsgi.callable_object").map(str::to_owned),
@@ -367,11 +371,12 @@ fn env_value(request: &Request<'_>, name: &str) -> Option<String> {
 fn script_name(request: &Request<'_>) -> String {
     let uri = request.uri();
     let path_info = request.path_info();
-    let script = if path_info.is_empty() {
-        uri.to_owned()
+    let script = String::from_utf8_lossy(if path_info.is_empty() {
+        uri
     } else {
-        uri[..environ::path_info_start(uri, path_info)].to_owned()
-    };
+        &uri[..environ::path_info_start(uri, path_info)]
+    })
+    .into_owned();
     let mut collapsed = String::with_capacity(script.len());
     for c in script.chars() {
         if c == '/' && collapsed.ends_with('/') {

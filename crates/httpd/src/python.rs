@@ -176,6 +176,9 @@ fn interpreter_for(child: &Child, group: &str) -> Result<Option<Arc<SubInterpret
     if let Some(interpreter) = apps.interpreters.get(group) {
         return Ok(Some(Arc::clone(interpreter)));
     }
+    log_info(&format!(
+        "Creating sub-interpreter '{group}' in embedded mode."
+    ));
     let interpreter = SubInterpreter::new(group, &child.python_path, Arc::new(ApacheLog))
         .map(Arc::new)
         .map_err(|err| LoadError::NoInterpreter(err.to_string()))?;
@@ -205,6 +208,14 @@ pub(crate) fn child_exit() {
         interpreter.enter(interp::run_exit_hooks);
     }
     interp::run_exit_hooks();
+}
+
+fn log_info(message: &str) {
+    ffi::log_server(
+        None,
+        Level::Info,
+        &format!("mod_wsgi (pid={}): {message}", std::process::id()),
+    );
 }
 
 /// Why a request could not be given to its application.
@@ -249,6 +260,14 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp
         application_group: key.application_group.clone(),
         script_reloading: key.script_reloading,
     };
+    log_info(&format!(
+        "Loading WSGI script '{}' into {} in embedded mode.",
+        key.script.display(),
+        match &interpreter {
+            Some(_) => format!("sub-interpreter '{}'", key.application_group),
+            None => "main interpreter".to_owned(),
+        }
+    ));
     let load = || Engine::load(&spec, &options, Arc::new(ApacheLog));
     interp::keep_thread_state();
     let engine = match &interpreter {

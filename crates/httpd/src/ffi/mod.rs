@@ -21,6 +21,17 @@ use bindings as sys;
 
 pub(crate) use module::{module_index, overrides};
 
+/// Apache's version, `major.minor.patch`, from the headers the module was built with (as mod_wsgi's
+/// `apache.version` reports it).
+pub(crate) fn apache_version() -> String {
+    format!(
+        "{}.{}.{}",
+        sys::AP_SERVER_MAJORVERSION_NUMBER,
+        sys::AP_SERVER_MINORVERSION_NUMBER,
+        sys::AP_SERVER_PATCHLEVEL_NUMBER
+    )
+}
+
 /// HTTP status codes and Apache's hook answers, as handlers return them.
 pub(crate) mod status {
     use super::bindings as sys;
@@ -261,9 +272,10 @@ impl<'r> Request<'r> {
         unsafe { module::dir_config(self.rec().per_dir_config) }
     }
 
-    pub(crate) fn uri(&self) -> &'r str {
+    /// The decoded URI path, as bytes: `%E9` arrives as the byte 0xE9, which is no UTF-8.
+    pub(crate) fn uri(&self) -> &'r [u8] {
         // SAFETY: strings of a request_rec live in its pool, for 'r.
-        unsafe { opt_str(self.rec().uri) }.unwrap_or("")
+        unsafe { opt_bytes(self.rec().uri) }.unwrap_or(b"")
     }
 
     pub(crate) fn handler(&self) -> Option<&'r str> {
@@ -271,14 +283,14 @@ impl<'r> Request<'r> {
         unsafe { opt_str(self.rec().handler) }
     }
 
-    pub(crate) fn filename(&self) -> Option<&'r str> {
+    pub(crate) fn filename(&self) -> Option<&'r [u8]> {
         // SAFETY: as above.
-        unsafe { opt_str(self.rec().filename) }
+        unsafe { opt_bytes(self.rec().filename) }
     }
 
-    pub(crate) fn path_info(&self) -> &'r str {
+    pub(crate) fn path_info(&self) -> &'r [u8] {
         // SAFETY: as above.
-        unsafe { opt_str(self.rec().path_info) }.unwrap_or("")
+        unsafe { opt_bytes(self.rec().path_info) }.unwrap_or(b"")
     }
 
     pub(crate) fn method(&self) -> &'r str {
@@ -367,10 +379,10 @@ impl<'r> Request<'r> {
         self.table(self.rec().notes)
     }
 
-    pub(crate) fn set_filename(&mut self, filename: &str) {
+    pub(crate) fn set_filename(&mut self, filename: &[u8]) {
         let pool = self.pool();
         // SAFETY: the request is live and only this thread touches it; the copy lives in its pool.
-        unsafe { (*self.raw.as_ptr()).filename = pool_str(pool, filename.as_bytes()) };
+        unsafe { (*self.raw.as_ptr()).filename = pool_str(pool, filename) };
     }
 
     /// Sets the authenticated user (`REMOTE_USER`).
@@ -446,6 +458,11 @@ impl<'r> Request<'r> {
                 .unwrap_or(b""),
                 port: sys::ap_get_server_port(rec),
                 local_ip: opt_bytes(connection.local_ip).unwrap_or(b""),
+                local_host: if connection.local_addr.is_null() {
+                    b""
+                } else {
+                    opt_bytes((*connection.local_addr).hostname).unwrap_or(b"")
+                },
                 local_port: if connection.local_addr.is_null() {
                     0
                 } else {
@@ -506,6 +523,8 @@ pub(crate) struct ServerFacts<'r> {
     pub(crate) name: &'r [u8],
     pub(crate) port: u16,
     pub(crate) local_ip: &'r [u8],
+    /// The listener's host as the `Listen` directive names it.
+    pub(crate) local_host: &'r [u8],
     pub(crate) local_port: u16,
     pub(crate) remote_ip: &'r [u8],
     pub(crate) remote_port: u16,

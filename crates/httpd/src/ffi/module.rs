@@ -291,6 +291,12 @@ unsafe extern "C" fn register_hooks(pool: *mut sys::apr_pool_t) {
             std::ptr::null(),
             sys::APR_HOOK_MIDDLE as c_int,
         );
+        sys::ap_hook_post_config(
+            Some(post_config),
+            std::ptr::null(),
+            std::ptr::null(),
+            sys::APR_HOOK_MIDDLE as c_int,
+        );
         sys::ap_hook_child_init(
             Some(child_init),
             std::ptr::null(),
@@ -413,6 +419,25 @@ unsafe extern "C" fn check_authorization(
         Authz::NoUser => sys::authz_status_AUTHZ_DENIED_NO_USER,
         Authz::Error => sys::authz_status_AUTHZ_GENERAL_ERROR,
     }
+}
+
+/// Adds `mod_wsgi/VERSION Python/X.Y` to the Server header and SERVER_SOFTWARE, as the C module does.
+unsafe extern "C" fn post_config(
+    pconf: *mut sys::apr_pool_t,
+    _plog: *mut sys::apr_pool_t,
+    _ptemp: *mut sys::apr_pool_t,
+    _server: *mut sys::server_rec,
+) -> c_int {
+    let (major, minor, micro) = rwsgi_engine::MOD_WSGI_API_VERSION;
+    let component = format!(
+        "mod_wsgi/{major}.{minor}.{micro} Python/{}",
+        rwsgi_engine::interp::PYTHON_VERSION
+    );
+    for word in component.split(' ') {
+        // SAFETY: the config pool is live; Apache keeps the pool copy made here.
+        unsafe { sys::ap_add_version_component(pconf, super::pool_str(pconf, word.as_bytes())) };
+    }
+    sys::OK as c_int
 }
 
 unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::server_rec) {
