@@ -564,3 +564,41 @@ fn chunked_request_bodies_need_wsgi_chunked_request() {
     let sized = apache.post("/plain/input/read", "text/plain", b"sized body");
     assert!(sized.text().contains("sized body"), "{}", sized.text());
 }
+
+#[test]
+fn trusted_proxy_headers_apply_only_from_trusted_proxies() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias /trusting @REPO@/tests/apps/suite.py\n\
+         WSGIScriptAlias /wary @REPO@/tests/apps/suite.py\n\
+         <Location /trusting>\n    WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto X-Forwarded-Host\n\
+             WSGITrustedProxies 127.0.0.1 10.0.0.0/8\n</Location>\n\
+         <Location /wary>\n    WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto\n\
+             WSGITrustedProxies 10.0.0.0/8\n</Location>\n{APPS_ACCESS}"
+    ));
+    let forwarded = |path: &str| {
+        apache
+            .request(&format!(
+                "GET {path}/environ HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 9.9.9.9, 10.1.2.3\r\n\
+                 X-Forwarded-Proto: https\r\nX-Forwarded-Host: example.com\r\nX-Real-IP: 6.6.6.6\r\n\
+                 Connection: close\r\n\r\n"
+            ))
+            .json()
+    };
+    let env = forwarded("/trusting");
+    assert_eq!(env["REMOTE_ADDR"], "9.9.9.9", "{env:#}");
+    assert_eq!(env["HTTP_X_FORWARDED_FOR"], "9.9.9.9, 10.1.2.3");
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    assert_eq!(env["HTTP_HOST"], "example.com");
+    assert!(env.get("HTTP_X_REAL_IP").is_none(), "spoofable header kept");
+    // The direct client (127.0.0.1) is no trusted proxy here: the headers are dropped, not believed.
+    let env = forwarded("/wary");
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(env["wsgi.url_scheme"], "http");
+    assert!(env.get("HTTP_X_FORWARDED_FOR").is_none());
+    assert!(env.get("HTTP_X_FORWARDED_PROTO").is_none());
+    let out = config_must_fail("WSGITrustedProxies 10.0.0.0/99\n");
+    assert!(
+        out.contains("Unable to parse trusted proxy IP address/subnet"),
+        "{out}"
+    );
+}

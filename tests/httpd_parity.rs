@@ -19,6 +19,12 @@ const BODY: &str = "WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n\
                     WSGIScriptAlias /passed @REPO@/tests/apps/suite.py pass-authorization=On\n\
                     <Location /dir>\n    WSGIPassAuthorization On\n</Location>\n\
                     WSGIScriptAlias /dir @REPO@/tests/apps/suite.py\n\
+                    <Location /trusting>\n    WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto X-Forwarded-Host X-Forwarded-Port X-Script-Name\n    WSGITrustedProxies 127.0.0.1 10.0.0.0/8\n</Location>\n\
+                    WSGIScriptAlias /trusting @REPO@/tests/apps/suite.py\n\
+                    <Location /wary>\n    WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto\n    WSGITrustedProxies 10.0.0.0/8\n</Location>\n\
+                    WSGIScriptAlias /wary @REPO@/tests/apps/suite.py\n\
+                    <Location /open>\n    WSGITrustedProxyHeaders X-Real-IP X-Forwarded-Ssl\n</Location>\n\
+                    WSGIScriptAlias /open @REPO@/tests/apps/suite.py\n\
                     WSGIScriptAlias / @REPO@/tests/apps/environ_any.py\n\
                     <Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n";
 
@@ -38,6 +44,12 @@ const PRESENCE_ONLY: &[&str] = &[
     // Each implementation reports its own version.
     "mod_wsgi.version",
 ];
+
+/// What a chain of proxies adds, with spoofing attempts among it.
+const PROXIED: &str = "X-Forwarded-For: 9.9.9.9, 1.2.3.4, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\
+                       X-Forwarded-Host: example.com\r\nX-Forwarded-Port: 8443\r\nX-Script-Name: /mount\r\n\
+                       X-Real-IP: 6.6.6.6\r\nX-Client-IP: 7.7.7.7\r\nX-Forwarded-Ssl: on\r\n\
+                       X-Scheme: http\r\n";
 
 /// Keys both sides must have, whose objects are of different types by design: compared by presence only.
 const DIFFERENT_TYPE: &[&str] = &[
@@ -149,6 +161,9 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         ("authorization_default", get("/suite/environ", AUTH)),
         ("authorization_pass_option", get("/passed/environ", AUTH)),
         ("authorization_pass_directive", get("/dir/environ", AUTH)),
+        ("proxy_trusted", get("/trusting/environ", PROXIED)),
+        ("proxy_untrusted_client", get("/wary/environ", PROXIED)),
+        ("proxy_no_proxy_list", get("/open/environ", PROXIED)),
         ("http10_no_host", b"GET /suite/environ HTTP/1.0\r\n\r\n".to_vec()),
         (
             "http10_with_host",

@@ -13,3 +13,4 @@
 #include <apr_file_io.h>
 #include <apr_portable.h>
 #include <mod_auth.h>
+#include <http_ssl.h>

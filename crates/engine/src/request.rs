@@ -152,7 +152,9 @@ fn build_environ<'py>(
             continue;
         }
         if key == "HTTPS" {
+            // Becomes wsgi.url_scheme, and is not itself shown to the app (mod_wsgi drops it).
             https = matches!(value, b"1" | b"on" | b"On" | b"ON");
+            continue;
         }
         environ.set_item(engine.key(py, key), latin1(py, value))?;
     }

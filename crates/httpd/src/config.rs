@@ -23,8 +23,9 @@ pub(crate) struct Scoped {
     pub(crate) enable_sendfile: Option<bool>,
     pub(crate) ignore_activity: Option<bool>,
     pub(crate) pass_apache_request: Option<bool>,
+    /// Header names in their environ form (`HTTP_X_FORWARDED_FOR`).
     pub(crate) trusted_proxy_headers: Option<Vec<String>>,
-    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) trusted_proxies: Option<Vec<crate::proxy::Network>>,
     pub(crate) handler_scripts: Vec<HandlerScript>,
     pub(crate) access_script: Option<HookScript>,
     pub(crate) auth_user_script: Option<HookScript>,
@@ -281,9 +282,21 @@ pub(crate) fn apply(
             })
         }
         Name::TrustedProxyHeaders => {
-            scoped.trusted_proxy_headers = Some(at_least_one(args)?.to_vec())
+            scoped.trusted_proxy_headers = Some(
+                at_least_one(args)?
+                    .iter()
+                    .map(|h| crate::proxy::env_name(h))
+                    .collect(),
+            )
         }
-        Name::TrustedProxies => scoped.trusted_proxies = Some(at_least_one(args)?.to_vec()),
+        Name::TrustedProxies => {
+            scoped.trusted_proxies = Some(
+                at_least_one(args)?
+                    .iter()
+                    .map(|p| crate::proxy::Network::parse(p))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
         Name::HandlerScript => {
             let (name, script, options) = match args {
                 [name, script, options @ ..] => (name, script, alias_options(options)?),

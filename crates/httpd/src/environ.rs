@@ -27,10 +27,15 @@ pub(crate) fn build(
         return CgiVars::default();
     };
     add_request_vars(request, &mut env);
-    let map_head = settings.map_head_to_get.unwrap_or(MapHeadToGet::Auto);
     // HEAD becomes GET so output filters see the same body and headers they would for GET; Auto does it
-    // only when a filter before the protocol ones might care, as mod_wsgi does (Apache drops the body).
-    if request.is_get() && request.header_only() && map_head == MapHeadToGet::On {
+    // only when a filter that may rewrite the body is in the chain, as mod_wsgi does (Apache drops the
+    // body either way).
+    let map_head = match settings.map_head_to_get.unwrap_or(MapHeadToGet::Auto) {
+        MapHeadToGet::On => true,
+        MapHeadToGet::Off => false,
+        MapHeadToGet::Auto => request.has_content_filter(),
+    };
+    if request.is_get() && request.header_only() && map_head {
         env.set("REQUEST_METHOD", b"GET");
     }
     if settings.pass_authorization.unwrap_or(false) {
@@ -47,6 +52,17 @@ pub(crate) fn build(
     let path_info = env.get("PATH_INFO").unwrap_or(b"").to_vec();
     env.set("mod_wsgi.script_name", &script_name);
     env.set("mod_wsgi.path_info", &path_info);
+    let scheme_from_proxy = match &settings.trusted_proxy_headers {
+        Some(headers) => crate::proxy::apply(
+            &mut ProxyEnv(&mut env),
+            headers,
+            settings.trusted_proxies.as_deref(),
+        ),
+        None => false,
+    };
+    if !scheme_from_proxy && request.is_https() {
+        env.set("HTTPS", b"1");
+    }
     env.set("mod_wsgi.process_group", resolved.process_group.as_bytes());
     env.set(
         "mod_wsgi.application_group",
@@ -109,6 +125,25 @@ pub(crate) fn build(
         vars.set(key.to_owned(), value.to_vec());
     }
     vars
+}
+
+/// The request's environment as [`crate::proxy`] edits it.
+struct ProxyEnv<'t, 'a>(&'t mut Table<'a>);
+
+impl crate::proxy::Env for ProxyEnv<'_, '_> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .get(key)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        self.0.set(key, value.as_bytes());
+    }
+
+    fn unset(&mut self, key: &str) {
+        self.0.unset(key);
+    }
 }
 
 /// mod_wsgi's `wsgi_add_vars_to_environment`: Apache's CGI variables without the subrequest

@@ -9,6 +9,7 @@
 //! - [`handler`]: `WSGIScriptAlias` URL mapping, and the response handler that runs a request.
 //! - [`environ`]: the WSGI environ, key for key as mod_wsgi builds it from Apache's request.
 //! - [`auth`]: access, authentication and group scripts (`WSGIAccessScript`, `WSGIAuthUserScript`, …).
+//! - [`proxy`]: `WSGITrustedProxyHeaders`/`WSGITrustedProxies`, what a front-end proxy may say.
 //! - [`io`]: the engine's body reader and response sink over Apache's filters.
 //! - [`python`]: the interpreter of each Apache child process and its loaded applications.
 // The unit-test harness has no Apache to call the module's entry points, so most code is unreachable there.
@@ -21,4 +22,5 @@ mod environ;
 mod ffi;
 mod handler;
 mod io;
+mod proxy;
 mod python;

@@ -169,6 +169,13 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// Removes every value of `key`.
+    pub(crate) fn unset(&mut self, key: &str) {
+        let key = c_string(key);
+        // SAFETY: the table is live.
+        unsafe { sys::apr_table_unset(self.raw.as_ptr(), key.as_ptr()) };
+    }
+
     /// The entries in order; keys that are not UTF-8 are skipped (Apache makes none such).
     pub(crate) fn entries(&self) -> Vec<(&'a str, &'a [u8])> {
         // SAFETY: the table is live for 'a; its header array holds `nelts` entries whose strings live in
@@ -481,6 +488,24 @@ impl<'r> Request<'r> {
                 server_admin: opt_bytes(server.server_admin),
                 connection_id: opt_str(connection.log_id),
             }
+        }
+    }
+
+    /// Whether the connection is TLS (mod_ssl or another provider), as `ap_ssl_conn_is_ssl` says.
+    pub(crate) fn is_https(&self) -> bool {
+        // SAFETY: the connection is live for the request.
+        unsafe { sys::ap_ssl_conn_is_ssl(self.rec().connection) != 0 }
+    }
+
+    /// Whether an output filter below the protocol level (one that may rewrite the body, like
+    /// mod_deflate) is in the chain: then HEAD must run as GET for it to see the body (mod_wsgi's "Auto").
+    pub(crate) fn has_content_filter(&self) -> bool {
+        let filters = self.rec().output_filters;
+        // SAFETY: the filter chain and its records live as long as the request.
+        unsafe {
+            !filters.is_null()
+                && !(*filters).frec.is_null()
+                && (*(*filters).frec).ftype < sys::ap_filter_type_AP_FTYPE_PROTOCOL
         }
     }
 
