@@ -602,3 +602,46 @@ fn trusted_proxy_headers_apply_only_from_trusted_proxies() {
         "{out}"
     );
 }
+
+#[test]
+fn restrictions_on_stdout_stdin_and_signals() {
+    let apache = Apache::start(&format!(
+        "WSGIRestrictStdout On\nWSGIRestrictStdin On\n\
+         WSGIScriptAlias /r @REPO@/tests/apps/restricted.py\n{APPS_ACCESS}"
+    ));
+    let report = apache.get("/r").json();
+    assert_eq!(report["stdout"], "sys.stdout access restricted by mod_wsgi");
+    assert_eq!(report["stdin"], "sys.stdin access restricted by mod_wsgi");
+    // WSGIRestrictSignal is On by default: the handler is not installed, and the attempt is logged.
+    assert_eq!(report["signal"], "ignored");
+    apache.wait_for_log("Callback registration for signal 12 ignored.");
+
+    let relaxed = Apache::start(&format!(
+        "WSGIRestrictSignal Off\nWSGIScriptAlias /r @REPO@/tests/apps/restricted.py\n{APPS_ACCESS}"
+    ));
+    let report = relaxed.get("/r").json();
+    assert_eq!(report["stdout"], "allowed");
+    assert!(
+        report["signal"].as_str().unwrap().contains("main thread"),
+        "{report}"
+    );
+    relaxed.wait_for_log("to stdout");
+}
+
+#[test]
+fn wsgi_error_override_hands_error_pages_to_apache() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias /plain @REPO@/tests/apps/suite.py\n\
+         WSGIScriptAlias /overridden @REPO@/tests/apps/suite.py\n\
+         <Location /overridden>\n    WSGIErrorOverride On\n    ErrorDocument 404 \"apache's own not-found page\"\n</Location>\n\
+         {APPS_ACCESS}"
+    ));
+    let plain = apache.get("/plain/no-such-route");
+    assert_eq!(plain.status, 404);
+    assert!(plain.text().contains("no-such-route"), "{}", plain.text());
+    let overridden = apache.get("/overridden/no-such-route");
+    assert_eq!(overridden.status, 404);
+    assert_eq!(overridden.text(), "apache's own not-found page");
+    // Success pages are the app's own.
+    assert_eq!(apache.get("/overridden/environ").status, 200);
+}

@@ -20,6 +20,7 @@ mod input;
 pub mod interp;
 mod pyapi;
 mod request;
+pub mod restrict;
 mod start_response;
 pub mod subinterp;
 mod traceback;

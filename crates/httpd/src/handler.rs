@@ -288,6 +288,10 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
         }
     };
     let id = request.log_id().map(str::to_owned);
+    let error_override = settings
+        .error_override
+        .unwrap_or(false)
+        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0)));
     let lease = request.lease();
     match lease.setup_body() {
         Ok(true) => {}
@@ -301,11 +305,21 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
         EngineRequest {
             vars,
             body: Box::new(ApacheBody::new(std::sync::Arc::clone(&lease))),
-            response: Box::new(ApacheResponse::new(std::sync::Arc::clone(&lease))),
+            response: Box::new(ApacheResponse::new(
+                std::sync::Arc::clone(&lease),
+                error_override.clone(),
+            )),
             id,
         },
     );
     lease.revoke();
+    if let Some(status) = error_override {
+        let status = status.load(std::sync::atomic::Ordering::Acquire);
+        if status != 0 {
+            // Apache makes the error page (ErrorDocument), as for any other handler's error.
+            return i32::from(status);
+        }
+    }
     if outcome.status.is_none() && !outcome.client_gone {
         return status::INTERNAL_SERVER_ERROR;
     }

@@ -4,6 +4,7 @@
 //! the blocking form.
 
 use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -58,11 +59,28 @@ impl BodyReader for ApacheBody {
 /// The response, written through Apache.
 pub(crate) struct ApacheResponse {
     lease: Arc<RequestLease>,
+    /// `WSGIErrorOverride On`: an error status is handed to Apache (for its ErrorDocument) instead of
+    /// sending the app's page; the status lands here.
+    error_override: Option<Arc<AtomicU16>>,
 }
 
 impl ApacheResponse {
-    pub(crate) fn new(lease: Arc<RequestLease>) -> Self {
-        Self { lease }
+    pub(crate) fn new(lease: Arc<RequestLease>, error_override: Option<Arc<AtomicU16>>) -> Self {
+        Self {
+            lease,
+            error_override,
+        }
+    }
+
+    /// Under `WSGIErrorOverride`, takes an error response's status for Apache; true if it did.
+    fn overridden(&self, head: &ResponseHead) -> bool {
+        match &self.error_override {
+            Some(status) if head.status >= 400 => {
+                status.store(head.status, Ordering::Release);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn set_head(&self, head: &ResponseHead) -> Result<(), ClientGone> {
@@ -88,6 +106,8 @@ impl ResponseSink for ApacheResponse {
     fn try_send(&mut self, output: Output) -> Result<(), TrySendError> {
         match output {
             // Setting the head only fills in the request's fields: nothing waits on the client.
+            // An overridden error page stops here: the app's body is not wanted.
+            Output::Head(head) if self.overridden(&head) => Err(TrySendError::Closed),
             Output::Head(head) => self.set_head(&head).map_err(|_| TrySendError::Closed),
             output => Err(TrySendError::Full(output)),
         }
@@ -95,6 +115,9 @@ impl ResponseSink for ApacheResponse {
 
     fn send(&mut self, output: Output) -> Result<(), ClientGone> {
         match output {
+            Output::Complete(head, _) | Output::Head(head) if self.overridden(&head) => {
+                Err(ClientGone)
+            }
             Output::Complete(head, body) => {
                 self.set_head(&head)?;
                 // Apache ends the response when the handler returns: no flush needed here.

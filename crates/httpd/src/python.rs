@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rwsgi_engine::interp::{self, InterpreterConfig};
+use rwsgi_engine::restrict::Restrictions;
 use rwsgi_engine::{
     AppSource, AppSpec, CgiVars, Engine, EngineOptions, ErrorLog, HookValue, Outcome, Request,
     SubInterpreter,
@@ -22,6 +23,7 @@ struct Child {
     threads: usize,
     processes: usize,
     python_path: Vec<PathBuf>,
+    restrictions: Restrictions,
     apps: Mutex<Apps>,
 }
 
@@ -81,6 +83,15 @@ fn interpreter_config(settings: &PythonSettings) -> InterpreterConfig {
     }
 }
 
+/// `WSGIRestrictStdin`, `WSGIRestrictStdout` (both Off by default) and `WSGIRestrictSignal` (On).
+fn restrictions(settings: &PythonSettings) -> Restrictions {
+    Restrictions {
+        stdin: settings.restrict_stdin.unwrap_or(false),
+        stdout: settings.restrict_stdout.unwrap_or(false),
+        signal: settings.restrict_signal.unwrap_or(true),
+    }
+}
+
 /// Starts Python in a new Apache child, as the main server's `WSGIPython*` directives say.
 pub(crate) fn child_init(server: &Server<'_>) {
     let settings = &server.config().python;
@@ -100,6 +111,7 @@ pub(crate) fn child_init(server: &Server<'_>) {
     let started = interp::initialize(&interpreter_config(settings))
         .and_then(|()| rwsgi_engine::redirect_std_streams(Arc::new(ApacheLog)))
         .and_then(|()| rwsgi_engine::subinterp::prepare_shared_types())
+        .and_then(|()| rwsgi_engine::restrict::apply(&restrictions(settings)))
         .map_err(|err| err.to_string());
     if let Err(err) = &started {
         ffi::log_server(
@@ -113,6 +125,7 @@ pub(crate) fn child_init(server: &Server<'_>) {
         threads,
         processes,
         python_path: settings.path.clone(),
+        restrictions: restrictions(settings),
         apps: Mutex::new(Apps::default()),
     }));
     run_import_scripts(server);
@@ -180,6 +193,10 @@ fn interpreter_for(child: &Child, group: &str) -> Result<Option<Arc<SubInterpret
         "Creating sub-interpreter '{group}' in embedded mode."
     ));
     let interpreter = SubInterpreter::new(group, &child.python_path, Arc::new(ApacheLog))
+        .and_then(|interpreter| {
+            interpreter.enter(|| rwsgi_engine::restrict::apply(&child.restrictions))?;
+            Ok(interpreter)
+        })
         .map(Arc::new)
         .map_err(|err| LoadError::NoInterpreter(err.to_string()))?;
     apps.interpreters
