@@ -645,3 +645,26 @@ fn wsgi_error_override_hands_error_pages_to_apache() {
     // Success pages are the app's own.
     assert_eq!(apache.get("/overridden/environ").status, 200);
 }
+
+#[test]
+fn dispatch_script_chooses_group_and_callable() {
+    let apache = Apache::start(&format!(
+        "WSGIDispatchScript @REPO@/tests/apps/dispatch.wsgi\n\
+         WSGIScriptAlias /d @REPO@/tests/apps/dispatch_target.py\n{APPS_ACCESS}"
+    ));
+    let hit = |query: &str| {
+        let response = apache.get(&format!("/d?{query}"));
+        (response.status, response.text())
+    };
+    let json = |query: &str| serde_json::from_str::<serde_json::Value>(&hit(query).1).unwrap();
+    let plain = json("none");
+    assert_eq!(plain["callable"], "application");
+    assert_eq!(plain["group"], "localhost|/d");
+    assert_eq!(json("chosen")["group"], "chosen");
+    assert_eq!(json("global")["group"], "");
+    let alternate = json("alt&chosen");
+    assert_eq!(alternate["callable"], "alternate");
+    assert_eq!(alternate["group"], "chosen");
+    assert_eq!(hit("daemon").0, 500);
+    apache.wait_for_log("Dispatch script chose process group 'elsewhere'");
+}

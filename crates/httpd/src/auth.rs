@@ -41,6 +41,16 @@ fn call(
     function: &str,
     args: &[&[u8]],
 ) -> Option<HookValue> {
+    call_optional(request, script, function, args).unwrap_or(None)
+}
+
+/// As [`call`], but `Err(())` when the script defines no such function (which is not logged).
+pub(crate) fn call_optional(
+    request: &mut Request<'_>,
+    script: &HookScript,
+    function: &str,
+    args: &[&[u8]],
+) -> Result<Option<HookValue>, ()> {
     let settings = request.server().config().effective(request.dir_config());
     let group = group_for(request, script.options.application_group.as_deref(), false);
     let key = AppKey {
@@ -61,13 +71,14 @@ fn call(
     );
     let app = match python::application(&key, "") {
         Ok(app) => app,
+        Err(python::LoadError::NoCallable { .. }) => return Err(()),
         Err(err) => {
             request.log(Level::Error, &err.to_string());
-            return None;
+            return Ok(None);
         }
     };
     let id = request.log_id().map(str::to_owned);
-    python::call_hook(&app, &vars, args, id)
+    Ok(python::call_hook(&app, &vars, args, id))
 }
 
 fn unexpected(request: &Request<'_>, script: &HookScript, function: &str, what: &str) {

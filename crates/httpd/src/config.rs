@@ -31,6 +31,7 @@ pub(crate) struct Scoped {
     pub(crate) auth_user_script: Option<HookScript>,
     pub(crate) auth_group_script: Option<HookScript>,
     pub(crate) group_authoritative: Option<bool>,
+    pub(crate) dispatch_script: Option<HookScript>,
 }
 
 /// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: a script whose functions Apache's
@@ -65,6 +66,7 @@ impl Scoped {
             auth_user_script: pick(&base.auth_user_script, &add.auth_user_script),
             auth_group_script: pick(&base.auth_group_script, &add.auth_group_script),
             group_authoritative: pick(&base.group_authoritative, &add.group_authoritative),
+            dispatch_script: pick(&base.dispatch_script, &add.dispatch_script),
             handler_scripts: add
                 .handler_scripts
                 .iter()
@@ -318,9 +320,7 @@ pub(crate) fn apply(
         Name::AuthGroupScript => scoped.auth_group_script = Some(hook_script(args)?),
         Name::GroupAuthoritative => scoped.group_authoritative = Some(flag(args)?),
         Name::ImportScript => server.import_scripts.push(import_script(args)?),
-        Name::DispatchScript => {
-            return Err("is recognised but not implemented yet by rwsgi's mod_wsgi.so.".into())
-        }
+        Name::DispatchScript => scoped.dispatch_script = Some(hook_script(args)?),
         Name::VerboseDebugging
         | Name::PythonEggs
         | Name::CaseSensitivity

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use rwsgi_engine::Request as EngineRequest;
+use rwsgi_engine::{HookValue, Request as EngineRequest};
 
 use crate::config::{prefix_match, Location, Scoped, ScriptAlias};
 use crate::environ::{self, Resolved};
@@ -79,6 +79,7 @@ fn match_alias<'a>(alias: &'a ScriptAlias, uri: &[u8]) -> Option<(usize, bool, C
 }
 
 /// What a request runs: a script's callable, in an application group.
+#[derive(Clone)]
 struct Target {
     script: PathBuf,
     callable: String,
@@ -261,7 +262,69 @@ fn body_over_limit(request: &Request<'_>) -> bool {
     limit > 0 && length.is_some_and(|length| length > limit)
 }
 
+/// `WSGIDispatchScript`: its `process_group`, `application_group` and `callable_object` functions, each
+/// optional, may override the request's groups and callable (None leaves them be).
+fn dispatch(
+    request: &mut Request<'_>,
+    settings: &mut Scoped,
+    callable: &mut String,
+) -> Result<(), i32> {
+    let Some(script) = settings.dispatch_script.clone() else {
+        return Ok(());
+    };
+    let mut ask = |function: &str| -> Result<Option<String>, i32> {
+        match crate::auth::call_optional(request, &script, function, &[]) {
+            Err(()) | Ok(Some(HookValue::None)) => Ok(None),
+            Ok(Some(HookValue::Text(value))) => Ok(Some(value)),
+            Ok(Some(_)) => {
+                request.log(
+                    Level::Error,
+                    &format!(
+                        "Result returned from '{function}' in dispatch script '{}' must be a string or None.",
+                        script.script.display()
+                    ),
+                );
+                Err(status::INTERNAL_SERVER_ERROR)
+            }
+            Ok(None) => Err(status::INTERNAL_SERVER_ERROR),
+        }
+    };
+    if let Some(group) = ask("process_group")? {
+        if !group.is_empty() && group != "%{GLOBAL}" {
+            request.log(
+                Level::Error,
+                &format!(
+                    "Dispatch script chose process group '{group}', but daemon mode is not available yet \
+                     in rwsgi's mod_wsgi.so."
+                ),
+            );
+            return Err(status::INTERNAL_SERVER_ERROR);
+        }
+    }
+    if let Some(group) = ask("application_group")? {
+        settings.application_group = Some(if group == "%{GLOBAL}" {
+            String::new()
+        } else {
+            group
+        });
+    }
+    if let Some(name) = ask("callable_object")? {
+        *callable = name;
+    }
+    Ok(())
+}
+
 fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
+    let mut settings = settings.clone();
+    let mut callable = target.callable.clone();
+    if let Err(code) = dispatch(request, &mut settings, &mut callable) {
+        return code;
+    }
+    let settings = &settings;
+    let target = &Target {
+        callable,
+        ..target.clone()
+    };
     let application_group = group_for(request, settings.application_group.as_deref(), true);
     let process_group = settings.process_group.clone().unwrap_or_default();
     let key = AppKey {

@@ -242,6 +242,8 @@ pub(crate) enum LoadError {
     NoInterpreter(String),
     #[error("Failed to exec Python script file '{script}'.\n{reason}")]
     Script { script: String, reason: String },
+    #[error("Target WSGI script '{script}' does not contain WSGI application '{callable}'.")]
+    NoCallable { script: String, callable: String },
 }
 
 /// The loaded application for `key`, loading it now (in its application group's interpreter, created
@@ -292,6 +294,12 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp
         None => load(),
     }
     .map_err(|err| {
+        if let rwsgi_engine::EngineError::NoCallable { callable, .. } = &err {
+            return LoadError::NoCallable {
+                script: key.script.display().to_string(),
+                callable: callable.clone(),
+            };
+        }
         let mut reason = err.to_string();
         if interpreter.is_some() && refuses_sub_interpreters(&reason) {
             reason.push_str(
