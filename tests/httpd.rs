@@ -237,6 +237,17 @@ fn graceful_and_restart_repeated_then_a_clean_stop() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+    // Apache's parent never runs Python, so restarts leave nothing behind in it: its memory stays flat.
+    let parent_rss = || apache.parent_rss_kib();
+    let before = parent_rss();
+    for _ in 0..20 {
+        apache.control_and_wait("graceful");
+    }
+    let after = parent_rss();
+    assert!(
+        after <= before + 512,
+        "Apache's parent grew from {before} KiB to {after} KiB over 20 graceful restarts"
+    );
     let status = apache.stop();
     assert!(status.success(), "apache2 exited with {status}");
     let log = apache.error_log();
@@ -249,6 +260,23 @@ fn graceful_and_restart_repeated_then_a_clean_stop() {
         assert!(!log.contains(bad), "{bad} in:\n{log}");
     }
     assert!(log.contains("caught SIGTERM, shutting down"), "{log}");
+}
+
+#[test]
+fn a_stopping_child_runs_atexit_hooks_in_every_interpreter() {
+    let mut apache = Apache::start(&format!(
+        "{ONE_CHILD}WSGIScriptAlias /sub @REPO@/tests/apps/atexit_app.py\n\
+         WSGIScriptAlias /main @REPO@/tests/apps/atexit_app.py application-group=%{{GLOBAL}}\n{APPS_ACCESS}"
+    ));
+    assert_eq!(apache.get("/sub").text(), "registered");
+    assert_eq!(apache.get("/main").text(), "registered");
+    assert!(apache.stop().success());
+    let log = apache.error_log();
+    assert!(
+        log.contains("atexit ran in group 'localhost|/sub'"),
+        "{log}"
+    );
+    assert!(log.contains("atexit ran in group ''"), "{log}");
 }
 
 #[test]

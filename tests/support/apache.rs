@@ -205,6 +205,16 @@ CustomLog "{dir}/access.log" common
         assert!(status.success(), "apache2 -k {action} failed");
     }
 
+    /// The resident memory of Apache's parent process.
+    pub fn parent_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS of apache2")
+    }
+
     /// Runs `apache2 -k ACTION` and waits (bounded) until the new generation says it is running.
     pub fn control_and_wait(&self, action: &str) {
         let generations = |log: &str| log.matches("resuming normal operations").count();
