@@ -212,7 +212,19 @@ fn app_errors_give_500_and_a_traceback_naming_the_script() {
     // wsgi.errors and stderr go to the error log, with the request's id.
     assert_eq!(apache.get("/suite/errors").text(), "logged");
     let log = apache.wait_for_log("message to stderr");
-    assert!(log.contains("message to wsgi.errors"), "{log}");
+    // Both lines carry the same request id: `mod_wsgi (pid=N): [ID] message …`.
+    let id_of = |message: &str| {
+        log.lines()
+            .find(|l| l.ends_with(message))
+            .and_then(|l| {
+                l.rsplit_once("): [")?
+                    .1
+                    .split_once("] ")
+                    .map(|(id, _)| id.to_owned())
+            })
+            .unwrap_or_else(|| panic!("no request id before {message:?} in:\n{log}"))
+    };
+    assert_eq!(id_of("message to stderr"), id_of("message to wsgi.errors"));
 }
 
 #[test]

@@ -8,6 +8,24 @@ use pyo3::prelude::*;
 
 use crate::host::ErrorLog;
 
+thread_local! {
+    /// The id of the request the current thread is serving, for what the app prints to sys.stdout/stderr.
+    static CURRENT_REQUEST: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Marks the current thread as serving request `id` until dropped.
+pub(crate) struct RequestScope(Option<String>);
+
+pub(crate) fn request_scope(id: Option<String>) -> RequestScope {
+    RequestScope(CURRENT_REQUEST.replace(id))
+}
+
+impl Drop for RequestScope {
+    fn drop(&mut self) {
+        CURRENT_REQUEST.set(self.0.take());
+    }
+}
+
 /// The `wsgi.errors` object.
 #[pyclass(module = "mod_wsgi", name = "Log", frozen)]
 pub struct ErrorStream {
@@ -26,7 +44,11 @@ impl ErrorStream {
     }
 
     fn emit(&self, text: &str) {
-        self.log.write(self.request_id.as_deref(), text);
+        match &self.request_id {
+            Some(id) => self.log.write(Some(id), text),
+            // sys.stdout/sys.stderr: tagged with the request this thread is serving, if any.
+            None => CURRENT_REQUEST.with_borrow(|id| self.log.write(id.as_deref(), text)),
+        }
     }
 
     fn take_complete_lines(&self, text: &str) -> Option<String> {

@@ -70,6 +70,7 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
         response,
         id,
     } = request;
+    let _scope = crate::errors::request_scope(id.clone());
     let start_response = match Bound::new(py, StartResponse::new(response)) {
         Ok(sr) => sr,
         Err(err) => {
