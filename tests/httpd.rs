@@ -708,3 +708,68 @@ fn dispatch_script_chooses_group_and_callable() {
     assert_eq!(hit("daemon").0, 500);
     apache.wait_for_log("Dispatch script chose process group 'elsewhere'");
 }
+
+#[test]
+fn script_alias_match_and_handler_scripts() {
+    let apache = Apache::start(&format!(
+        "WSGIScriptAliasMatch ^/m/([^/]+) @REPO@/tests/apps/$1.py\n\
+         WSGIHandlerScript my-handler @REPO@/tests/apps/handler.wsgi\n\
+         <Location /h>\n    SetHandler my-handler\n</Location>\n{APPS_ACCESS}"
+    ));
+    let env = apache.get("/m/suite/environ").json();
+    assert_eq!(env["SCRIPT_NAME"], "/m/suite");
+    assert_eq!(env["PATH_INFO"], "/environ");
+    assert_eq!(
+        env["SCRIPT_FILENAME"],
+        format!("{}/tests/apps/suite.py", repo().display())
+    );
+    assert_eq!(apache.get("/m/no_such_app/x").status, 404);
+
+    let handled = apache.get("/h/any/path");
+    assert_eq!(handled.status, 200, "{}", apache.error_log());
+    let env = handled.json();
+    assert_eq!(env["mod_wsgi.request_handler"], "my-handler");
+    assert_eq!(env["mod_wsgi.callable_object"], "handle_request");
+    assert_eq!(
+        env["mod_wsgi.handler_script"],
+        format!("{}/tests/apps/handler.wsgi", repo().display())
+    );
+}
+
+#[test]
+fn digest_authentication_through_get_realm_hash() {
+    let apache = Apache::start(&format!(
+        "LoadModule auth_digest_module {MODULES}/mod_auth_digest.so\n\
+         LoadModule authn_core_module {MODULES}/mod_authn_core.so\n\
+         LoadModule authz_user_module {MODULES}/mod_authz_user.so\n\
+         WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n\
+         <Location /suite>\n    AuthType Digest\n    AuthName realm1\n    AuthDigestProvider wsgi\n\
+             WSGIAuthUserScript @REPO@/tests/apps/auth.wsgi\n    Require valid-user\n</Location>\n\
+         {APPS_ACCESS}"
+    ));
+    let curl = |credentials: &str| {
+        let output = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-m",
+                "20",
+                "--digest",
+                "-u",
+                credentials,
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .arg(format!("http://{}/suite/environ", apache.addr))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let good = curl("alice:secret");
+    assert!(good.ends_with("\n200"), "{good}\n{}", apache.error_log());
+    assert!(good.contains("\"REMOTE_USER\": \"alice\""), "{good}");
+    assert!(good.contains("\"AUTH_TYPE\": \"Digest\""), "{good}");
+    assert!(curl("alice:wrong").ends_with("\n401"));
+    assert!(curl("nobody:x").ends_with("\n401"));
+}

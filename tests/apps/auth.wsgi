@@ -18,3 +18,10 @@ def check_password(environ, user, password):
 
 def groups_for_user(environ, user):
     return GROUPS.get(user, [])
+
+
+def get_realm_hash(environ, user, realm):
+    import hashlib
+    if user not in USERS:
+        return None
+    return hashlib.md5(('%s:%s:%s' % (user, realm, USERS[user])).encode()).hexdigest()
