@@ -330,8 +330,11 @@ pub(crate) fn apply(
             // Accepted for compatibility; none changes how requests are served here.
             one(args)?;
         }
-        Name::InterpreterOptions => {
-            return Err("<WSGIInterpreterOptions> is not supported by rwsgi's mod_wsgi.so.".into())
+        Name::InterpreterOptions
+        | Name::TelemetryService
+        | Name::SlowRequests
+        | Name::TelemetryOptions => {
+            return Err("is recognised but not supported yet by rwsgi's mod_wsgi.so.".into())
         }
     }
     Ok(())

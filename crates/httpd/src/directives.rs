@@ -80,6 +80,9 @@ pub(crate) enum Name {
     HandlerScript,
     ServerMetrics,
     InterpreterOptions,
+    TelemetryService,
+    SlowRequests,
+    TelemetryOptions,
 }
 
 /// One directive.
@@ -103,7 +106,7 @@ const fn d(name: &'static CStr, which: Name, context: Context, help: &'static CS
 use Context::{AuthConfig, FileInfo, Server, ServerAndDirectory};
 
 /// Every directive of mod_wsgi 6.
-pub(crate) const ALL: [Directive; 46] = [
+pub(crate) const ALL: [Directive; 49] = [
     d(c"WSGIScriptAlias", Name::ScriptAlias, Server, c"Map location to target WSGI script file."),
     d(c"WSGIScriptAliasMatch", Name::ScriptAliasMatch, Server, c"Map location pattern to target WSGI script file."),
     d(c"WSGIDaemonProcess", Name::DaemonProcess, Server, c"Specify details of daemon processes to start."),
@@ -150,4 +153,7 @@ pub(crate) const ALL: [Directive; 46] = [
     d(c"WSGIHandlerScript", Name::HandlerScript, ServerAndDirectory, c"Location of WSGI handler script file."),
     d(c"WSGIServerMetrics", Name::ServerMetrics, Server, c"Enabled/Disable access to server metrics."),
     d(c"<WSGIInterpreterOptions", Name::InterpreterOptions, Server, c"Container scoping per-interpreter options to a named process-group and/or application-group."),
+    d(c"WSGITelemetryService", Name::TelemetryService, Server, c"Push telemetry to a metrics service. Args: unix:/path [interval=N]"),
+    d(c"WSGISlowRequests", Name::SlowRequests, Server, c"Enable slow-request reporting. Arg: threshold in seconds."),
+    d(c"WSGITelemetryOptions", Name::TelemetryOptions, Server, c"Toggle metrics capture options."),
 ];
