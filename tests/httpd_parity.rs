@@ -62,7 +62,7 @@ const DIFFERENT_TYPE: &[&str] = &[
 const UNCOMPARED_HEADERS: &[&str] = &["date", "content-length", "x-environ"];
 
 /// The C module's .so, as `mod_wsgi-express module-config` prints it: `LoadModule wsgi_module "PATH"`.
-pub fn c_module() -> PathBuf {
+pub(crate) fn c_module() -> PathBuf {
     let express = venv().join("bin/mod_wsgi-express");
     assert!(
         express.exists(),
