@@ -1,6 +1,8 @@
 // `--processes N`: a supervisor, workers sharing the socket, replacement of dead workers, stopping.
 
 use crate::support::*;
+use std::io::Write as _;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The supervisor's worker processes, from /proc.
@@ -464,4 +466,82 @@ fn reload_restarts_workers_when_an_imported_module_changes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn log_file_gets_the_log_and_sigusr1_reopens_it() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-logfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("rwsgi.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rwsgi"))
+        .args(["serve", "--port", "0", "--processes", "2", "--log-file"])
+        .arg(&log)
+        .arg(app("suite.py"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let wait_for = |path: &std::path::Path, needle: &str| {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let text = read(path);
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not in {}:\n{text}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let text = wait_for(&log, "rwsgi: listening on http://");
+    let addr: std::net::SocketAddr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rwsgi: listening on http://"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let get_errors = || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+            .write_all(b"GET /errors HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        read_response(&mut std::io::BufReader::new(stream), false).unwrap()
+    };
+    assert_eq!(get_errors().text(), "logged");
+    wait_for(&log, "message to stderr");
+    // Rotate: move the file away, then SIGUSR1; the next lines go to a new file at the same path.
+    let rotated = dir.join("rwsgi.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    Command::new("kill")
+        .args(["-USR1", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let reopened = wait_for(&log, "SIGUSR1: reopened");
+    // Both workers reopen theirs too, so whichever serves the next request writes to the new file.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while read(&log).matches("SIGUSR1: reopened").count() < 3 {
+        assert!(Instant::now() < deadline, "{}", read(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!reopened.contains("message to stderr"));
+    for _ in 0..4 {
+        assert_eq!(get_errors().text(), "logged");
+    }
+    wait_for(&log, "message to stderr");
+    assert_eq!(read(&rotated).matches("message to stderr").count(), 1);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rwsgi did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

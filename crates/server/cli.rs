@@ -61,6 +61,10 @@ pub(crate) struct ServeArgs {
     /// Write the server's process id (the supervisor's, with workers) to this file; removed on exit.
     #[arg(long, value_name = "PATH")]
     pub(crate) pid_file: Option<PathBuf>,
+    /// Append the server's log (its messages, the app's tracebacks, output and wsgi.errors) to this file
+    /// instead of stderr; SIGUSR1 reopens it, for log rotation.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) log_file: Option<PathBuf>,
     /// Do not reload a WSGI script file when it changes (mod_wsgi's `WSGIScriptReloading Off`).
     #[arg(long)]
     pub(crate) no_script_reloading: bool,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod http;
+mod logfile;
 mod module;
 mod pool;
 mod serve;

@@ -37,6 +37,9 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     if worker {
         supervisor::follow_supervisor();
     }
+    if let Some(path) = &settings.log_file {
+        crate::logfile::redirect_stderr(path)?;
+    }
     let _pid_file = match (&settings.pid_file, worker) {
         (Some(path), false) => Some(PidFile::create(path)?),
         _ => None,
@@ -168,14 +171,16 @@ async fn listen_and_serve(
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let local = listener.local_addr()?;
+    // Handlers first: the supervisor may signal a worker as soon as it says it is ready.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut retire = signal(supervisor::RETIRE_SIGNAL)?;
+    let mut reopen = signal(SignalKind::user_defined1())?;
     if worker {
         supervisor::worker_ready();
     } else {
         eprintln!("rwsgi: listening on http://{local}");
     }
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut retire = signal(supervisor::RETIRE_SIGNAL)?;
     let mut retiring = false;
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -196,6 +201,10 @@ async fn listen_and_serve(
             _ = retire.recv(), if worker => {
                 retiring = true;
                 break;
+            }
+            _ = reopen.recv() => {
+                crate::logfile::reopen(settings.log_file.as_deref());
+                continue;
             }
             _ = recycle.notified() => {
                 retiring = true;

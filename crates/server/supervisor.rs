@@ -151,6 +151,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
     let mut hangup = signal(SignalKind::hangup())?;
     let mut more = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTIN)))?;
     let mut fewer = signal(SignalKind::from_raw(libc_signal(Signal::SIGTTOU)))?;
+    let mut reopen = signal(SignalKind::user_defined1())?;
     let mut announced = false;
     let mut memory_check = tokio::time::interval(MEMORY_CHECK_INTERVAL);
     let mut startup_check = tokio::time::interval(Duration::from_millis(100));
@@ -173,6 +174,15 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
                 start_reload(&mut workers, &listener, &events_tx)?;
+                continue;
+            }
+            _ = reopen.recv() => {
+                crate::logfile::reopen(settings.log_file.as_deref());
+                // Workers still starting have no handler yet (the signal would kill them); they open the
+                // file afresh when they start anyway.
+                for pid in workers.pids_of(|w| w.ready) {
+                    signal_worker(pid, Signal::SIGUSR1);
+                }
                 continue;
             }
             _ = more.recv() => {
