@@ -426,6 +426,24 @@ fn user_and_group_apply_to_workers_and_to_a_single_process() {
             serde_json::json!([gid]),
             "root's supplementary groups must be gone"
         );
+        // A worker whose supervisor is killed outright stops too (its parent-death signal survives the
+        // change of user).
+        let worker = who["pid"].as_u64().unwrap();
+        let mut server = server;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while std::path::Path::new(&format!("/proc/{worker}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{worker}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "worker {worker} outlived its supervisor"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -514,6 +532,19 @@ fn log_file_gets_the_log_and_sigusr1_reopens_it() {
     };
     assert_eq!(get_errors().text(), "logged");
     wait_for(&log, "message to stderr");
+    // Both workers serving (so both have their handlers): the signal reaches each.
+    let mut pids = std::collections::HashSet::new();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while pids.len() < 2 {
+        assert!(Instant::now() < deadline, "only workers {pids:?} answered");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+            .write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let who = read_response(&mut std::io::BufReader::new(stream), false).unwrap();
+        pids.insert(who.json()["pid"].as_u64().unwrap());
+    }
     // Rotate: move the file away, then SIGUSR1; the next lines go to a new file at the same path.
     let rotated = dir.join("rwsgi.log.1");
     std::fs::rename(&log, &rotated).unwrap();

@@ -8,6 +8,7 @@ mod frameworks;
 mod httpd;
 mod httpd_parity;
 mod input;
+mod mod_wsgi_api;
 mod response;
 mod supervisor;
 mod threads;

@@ -65,6 +65,10 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     };
     if let Some(run_as) = settings.run_as {
         drop_privileges(run_as)?;
+        if worker {
+            // Changing credentials clears the parent-death signal: ask for it again.
+            supervisor::follow_supervisor();
+        }
     }
     interp::initialize(&InterpreterConfig {
         python_home: settings.python_home.clone(),

@@ -4,7 +4,9 @@
 //! [`BodyReader`]. It never reads past the body: the host delivers exactly the body's bytes, then `End`.
 //! Reads take chunks already at hand while holding the GIL and release the GIL only to wait for more.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
@@ -17,6 +19,16 @@ use crate::host::{BodyChunk, BodyReader};
 #[pyclass(module = "mod_wsgi", name = "Input", frozen)]
 pub struct Input {
     state: Mutex<InputState>,
+    /// What mod_wsgi's events and metrics report: chunks taken from the host, bytes handed to the app,
+    /// microseconds spent waiting for the body.
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    reads: AtomicU64,
+    bytes: AtomicU64,
+    waited_us: AtomicU64,
 }
 
 struct InputState {
@@ -37,7 +49,21 @@ impl Input {
                 peeked: None,
                 at_end: false,
             }),
+            stats: Stats::default(),
         }
+    }
+
+    /// Reads from the host, bytes handed to the app, and the time spent waiting for the body.
+    pub(crate) fn stats(&self) -> (u64, u64, Duration) {
+        (
+            self.stats.reads.load(Ordering::Relaxed),
+            self.stats.bytes.load(Ordering::Relaxed),
+            Duration::from_micros(self.stats.waited_us.load(Ordering::Relaxed)),
+        )
+    }
+
+    fn delivered(&self, bytes: usize) {
+        self.stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn lock(&self) -> PyResult<MutexGuard<'_, InputState>> {
@@ -51,13 +77,19 @@ impl Input {
 
 impl InputState {
     /// Makes sure some bytes are buffered, waiting if needed; false once the body is exhausted.
-    fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
+    fn fill(&mut self, py: Python<'_>, stats: &Stats) -> PyResult<bool> {
         while self.buffered.is_empty() && !self.at_end {
+            stats.reads.fetch_add(1, Ordering::Relaxed);
             let chunk = match self.peeked.take().or_else(|| self.reader.try_next()) {
                 Some(chunk) => chunk,
                 None => {
                     let reader = &mut self.reader;
-                    py.detach(|| reader.next())
+                    let began = Instant::now();
+                    let (chunk, arrived) = py.detach(|| (reader.next(), Instant::now()));
+                    let waited = arrived.saturating_duration_since(began).as_micros() as u64;
+                    stats.waited_us.fetch_add(waited, Ordering::Relaxed);
+                    crate::metrics::gil_reacquired(arrived.elapsed());
+                    chunk
                 }
             };
             match chunk.map_err(|e| PyOSError::new_err(format!("request body read error: {e}")))? {
@@ -72,11 +104,12 @@ impl InputState {
     fn read_until(
         &mut self,
         py: Python<'_>,
+        stats: &Stats,
         limit: Option<usize>,
         line: bool,
     ) -> PyResult<Vec<u8>> {
         let mut out = Vec::new();
-        while limit.is_none_or(|limit| out.len() < limit) && self.fill(py)? {
+        while limit.is_none_or(|limit| out.len() < limit) && self.fill(py, stats)? {
             let room = limit.map_or(usize::MAX, |limit| limit - out.len());
             let mut take = self.buffered.len().min(room);
             let mut found_newline = false;
@@ -99,9 +132,10 @@ impl InputState {
     fn take_buffered<'py>(
         &mut self,
         py: Python<'py>,
+        stats: &Stats,
         limit: Option<usize>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        if !self.fill(py)? {
+        if !self.fill(py, stats)? {
             return Ok(Some(PyBytes::new(py, b"")));
         }
         let whole_body_buffered = limit.is_none() && self.reader_exhausted();
@@ -151,10 +185,12 @@ impl Input {
             return Ok(PyBytes::new(py, b""));
         }
         let mut state = self.lock()?;
-        if let Some(bytes) = state.take_buffered(py, limit)? {
+        if let Some(bytes) = state.take_buffered(py, &self.stats, limit)? {
+            self.delivered(bytes.as_bytes().len());
             return Ok(bytes);
         }
-        let data = state.read_until(py, limit, false)?;
+        let data = state.read_until(py, &self.stats, limit, false)?;
+        self.delivered(data.len());
         Ok(PyBytes::new(py, &data))
     }
 
@@ -165,7 +201,8 @@ impl Input {
         if limit == Some(0) {
             return Ok(PyBytes::new(py, b""));
         }
-        let data = self.lock()?.read_until(py, limit, true)?;
+        let data = self.lock()?.read_until(py, &self.stats, limit, true)?;
+        self.delivered(data.len());
         Ok(PyBytes::new(py, &data))
     }
 
@@ -177,11 +214,12 @@ impl Input {
         let mut state = self.lock()?;
         let mut total = 0;
         loop {
-            let line = state.read_until(py, None, true)?;
+            let line = state.read_until(py, &self.stats, None, true)?;
             if line.is_empty() {
                 break;
             }
             total += line.len();
+            self.delivered(line.len());
             lines.append(PyBytes::new(py, &line))?;
             if hint.is_some_and(|hint| total >= hint) {
                 break;
@@ -195,7 +233,8 @@ impl Input {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self.lock()?.read_until(py, None, true)?;
+        let line = self.lock()?.read_until(py, &self.stats, None, true)?;
+        self.delivered(line.len());
         Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
     }
 

@@ -196,10 +196,14 @@ fn extend_sys_path(py: Python<'_>, config: &InterpreterConfig) -> PyResult<()> {
     Ok(())
 }
 
-/// Runs the app's `atexit` handlers, as a stopping mod_wsgi process does. The interpreter itself is left
-/// to the process's exit: finalising it would wait on any non-daemon threads the app started.
+/// Ends the interpreter current on this thread as a stopping mod_wsgi process does: publishes mod_wsgi's
+/// `process_stopping` event to its `subscribe_shutdown`/`subscribe_events` callbacks (with an empty
+/// `shutdown_reason`, unless the host already published it with [`crate::process_stopping`]), then runs its
+/// `atexit` handlers. The interpreter itself is left to the process's exit: finalising it would wait on
+/// any non-daemon threads the app started (which `process_stopping` callbacks can tell to stop).
 pub fn run_exit_hooks() {
     Python::attach(|py| {
+        crate::events::process_stopping(py, "");
         if let Err(err) = py
             .import("atexit")
             .and_then(|atexit| atexit.call_method0("_run_exitfuncs"))

@@ -14,10 +14,12 @@
 mod app;
 mod environ;
 mod errors;
+mod events;
 mod file_wrapper;
 mod host;
 mod input;
 pub mod interp;
+mod metrics;
 mod pyapi;
 mod request;
 pub mod restrict;
@@ -38,7 +40,7 @@ pub use host::{
     BodyChunk, BodyReader, ClientGone, ErrorLog, FileRegion, Output, ResponseHead, ResponseSink,
     StderrLog, TrySendError,
 };
-pub use pyapi::{current_thread_ident, interrupt_thread, MOD_WSGI_API_VERSION};
+pub use pyapi::{current_thread_ident, interrupt_thread, process_stopping, MOD_WSGI_API_VERSION};
 pub use request::{HookValue, Outcome, Request};
 pub use subinterp::SubInterpreter;
 
@@ -89,6 +91,10 @@ pub struct Engine {
     label: String,
     log: Arc<dyn ErrorLog>,
     environ_template: Py<PyDict>,
+    /// The `mod_wsgi` module state of the app's interpreter: subscribers, `active_requests`.
+    state: Py<events::State>,
+    /// The callable's configured name (`callable_object` of `request_started`).
+    callable_object: Py<PyString>,
     /// Environ keys as Python strings, made once: most requests repeat the same few dozen.
     keys: Mutex<HashMap<Box<str>, Py<PyString>>>,
 }
@@ -114,7 +120,7 @@ impl Engine {
         Python::attach(|py| {
             let interp_err =
                 |e: PyErr| EngineError::Interpreter(traceback::format_exception(py, &e));
-            pyapi::install(py, options).map_err(interp_err)?;
+            let state = pyapi::install(py, options).map_err(interp_err)?;
             let environ_template = environ_template(py, spec, options).map_err(interp_err)?;
             let app = app::LiveApp::load(py, spec, options.script_reloading)?;
             Ok(Self {
@@ -122,6 +128,8 @@ impl Engine {
                 label: spec.label(),
                 log,
                 environ_template: environ_template.unbind(),
+                state: state.unbind(),
+                callable_object: PyString::new(py, &spec.callable).unbind(),
                 keys: Mutex::new(HashMap::new()),
             })
         })
@@ -129,7 +137,12 @@ impl Engine {
 
     /// Serves one request on the calling thread.
     pub fn handle(&self, request: Request) -> Outcome {
-        Python::attach(|py| request::run(py, self, request))
+        // The wait for the GIL is measured only when mod_wsgi's events or metrics will report it.
+        let waiting = (metrics::flags() != 0).then(std::time::Instant::now);
+        Python::attach(|py| {
+            let attach_wait = waiting.map(|since| since.elapsed());
+            request::run(py, self, request, attach_wait)
+        })
     }
 
     /// Calls the loaded script's callable as mod_wsgi calls access and authentication scripts:
@@ -146,17 +159,18 @@ impl Engine {
     /// Serves requests from `source` on the calling thread until it runs dry.
     pub fn serve(&self, source: &dyn RequestSource) {
         Python::attach(|py| loop {
-            let request = match source.try_next() {
-                Some(request) => request,
-                None => match py.detach(|| source.next()) {
-                    Some(request) => {
+            let (request, attach_wait) = match source.try_next() {
+                Some(request) => (request, None),
+                None => match py.detach(|| source.next().map(|r| (r, std::time::Instant::now()))) {
+                    Some((request, arrived)) => {
+                        let attach_wait = arrived.elapsed();
                         source.attached();
-                        request
+                        (request, Some(attach_wait))
                     }
                     None => return,
                 },
             };
-            let outcome = request::run(py, self, request);
+            let outcome = request::run(py, self, request, attach_wait);
             source.finished(&outcome);
         })
     }
@@ -215,9 +229,10 @@ pub(crate) fn path_str(path: &std::path::Path) -> String {
 }
 
 /// Registers the `mod_wsgi` Python module in the interpreter current on this thread, so code that runs
-/// before any application is loaded (import scripts) can `import mod_wsgi`.
+/// before any application is loaded (import scripts) can `import mod_wsgi`. An application loaded later
+/// into the same interpreter shares that module, and what import scripts subscribed there.
 pub fn install_mod_wsgi(options: &EngineOptions) -> Result<(), EngineError> {
-    Python::attach(|py| pyapi::install(py, options))
+    Python::attach(|py| pyapi::install(py, options).map(drop))
         .map_err(|err| EngineError::Interpreter(err.to_string()))
 }
 
@@ -233,6 +248,7 @@ pub(crate) fn prepare_types(py: Python<'_>) {
     py.get_type::<input::Input>();
     py.get_type::<errors::ErrorStream>();
     py.get_type::<file_wrapper::FileWrapper>();
+    py.get_type::<events::State>();
 }
 
 /// Sends what Python code prints to `sys.stdout` and `sys.stderr` to `log`, line by line, as mod_wsgi does

@@ -4,7 +4,7 @@
 //! Runs on a Python thread with the GIL held; it releases the GIL only inside host I/O that must wait.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -13,9 +13,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::environ::CgiVars;
 use crate::errors::ErrorStream;
+use crate::events::{Begin, Tracked};
 use crate::file_wrapper::FileWrapper;
 use crate::host::{BodyReader, ClientGone, FileRegion, ResponseSink};
 use crate::input::Input;
+use crate::metrics::{self, Finished};
 use crate::start_response::StartResponse;
 use crate::traceback::format_exception;
 use crate::Engine;
@@ -63,7 +65,13 @@ impl From<ClientGone> for Stop {
     }
 }
 
-pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome {
+/// Serves one request. `attach_wait` is how long the thread waited for the GIL to start it, if measured.
+pub(crate) fn run(
+    py: Python<'_>,
+    engine: &Engine,
+    request: Request,
+    attach_wait: Option<Duration>,
+) -> Outcome {
     let Request {
         vars,
         body,
@@ -71,6 +79,7 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
         id,
     } = request;
     let _scope = crate::errors::request_scope(id.clone());
+    let turn = metrics::RequestTurn::begin(attach_wait);
     let start_response = match Bound::new(py, StartResponse::new(response)) {
         Ok(sr) => sr,
         Err(err) => {
@@ -81,13 +90,35 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
             };
         }
     };
+    // One relaxed load: 0 unless something subscribed to events, looked at active_requests or started
+    // recording metrics.
+    let flags = metrics::flags();
     let mut outcome = Outcome::default();
-    let result = build_environ(py, engine, &vars, body, id.clone()).and_then(|environ| {
-        engine
-            .current_app(py, id.as_deref())
-            .bind(py)
-            .call1((environ, &start_response))
-    });
+    let mut tracked = None;
+    let mut input = None;
+    let result =
+        build_environ(py, engine, &vars, body, id.clone(), turn.thread_id()).and_then(|built| {
+            let app = engine.current_app(py, id.as_deref()).into_bound(py);
+            let app = if flags == 0 {
+                app
+            } else {
+                let begin = Begin {
+                    log: &engine.log,
+                    log_id: id.as_deref(),
+                    thread_id: turn.thread_id(),
+                    environ: &built.environ,
+                    callable_object: engine.callable_object.bind(py),
+                    request_start: built.request_start,
+                    application_start: built.application_start,
+                    start_response: &start_response,
+                };
+                let (following, app) = Tracked::begin(py, engine.state.bind(py), flags, begin, app);
+                tracked = following;
+                app
+            };
+            input = Some(built.input);
+            app.call1((built.environ, &start_response))
+        });
     let stop = match result {
         Ok(iterable) => {
             let consumed = consume(py, &iterable, &start_response);
@@ -100,11 +131,16 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
         }
         Err(err) => Some(Stop::App(err)),
     };
+    let application_finish = tracked.as_ref().map(|_| metrics::epoch_now());
+    let mut timed_out = false;
     match stop {
         Some(Stop::App(err)) => {
             engine.log_exception(py, id.as_deref(), &err);
             outcome.app_error = true;
-            let timed_out = crate::pyapi::is_request_timeout(py, &err);
+            timed_out = crate::pyapi::is_request_timeout(py, &err);
+            if let (Some(tracked), false) = (&tracked, timed_out) {
+                tracked.exception(py, &err);
+            }
             if let Ok(mut state) = start_response.get().lock() {
                 state.fail(py, timed_out);
             }
@@ -112,11 +148,57 @@ pub(crate) fn run(py: Python<'_>, engine: &Engine, request: Request) -> Outcome 
         Some(Stop::Gone) => outcome.client_gone = true,
         None => {}
     }
+    let mut app_status = None;
+    let mut writes = (0, Duration::ZERO);
     if let Ok(state) = start_response.get().lock() {
         outcome.status = state.sent_status();
         outcome.body_bytes = state.body_sent();
+        app_status = state.app_status();
+        writes = state.writes();
+    }
+    match tracked {
+        Some(tracked) => {
+            let (input_reads, input_length, input_time) =
+                input.map(|input| input.get().stats()).unwrap_or_default();
+            let (gil_wait_time, gil_wait_count) = metrics::gil_waits();
+            let figures = Finished {
+                request_start: tracked.request_start,
+                application_start: tracked.application_start,
+                application_finish: application_finish.unwrap_or_else(metrics::epoch_now),
+                input_reads,
+                input_length,
+                input_time,
+                output_writes: writes.0,
+                output_length: outcome.body_bytes,
+                output_time: writes.1,
+                // The app's own status, as mod_wsgi reports it; 504 for an interrupted request.
+                status: match (timed_out, outcome.status) {
+                    (true, Some(504)) => 504,
+                    _ => app_status.unwrap_or(0),
+                },
+                cpu: None,
+                gil_wait_time,
+                gil_wait_count,
+            };
+            tracked.finish(py, figures);
+        }
+        None => {
+            if metrics::take_data_made() {
+                engine.state.get().forget_request_data();
+            }
+        }
     }
     outcome
+}
+
+/// A request's environ and what building it measured.
+struct Built<'py> {
+    environ: Bound<'py, PyDict>,
+    input: Bound<'py, Input>,
+    /// When the request arrived, in seconds since the epoch.
+    request_start: f64,
+    /// When the app was about to be called, in seconds since the epoch.
+    application_start: f64,
 }
 
 fn build_environ<'py>(
@@ -125,7 +207,8 @@ fn build_environ<'py>(
     vars: &CgiVars,
     body: Box<dyn BodyReader>,
     id: Option<String>,
-) -> PyResult<Bound<'py, PyDict>> {
+    thread_id: u64,
+) -> PyResult<Built<'py>> {
     let environ = engine.environ_template.bind(py).copy()?;
     let mut https = false;
     let mut request_start = None;
@@ -165,10 +248,8 @@ fn build_environ<'py>(
             pyo3::intern!(py, "https"),
         )?;
     }
-    environ.set_item(
-        pyo3::intern!(py, "wsgi.input"),
-        Bound::new(py, Input::new(body))?,
-    )?;
+    let input = Bound::new(py, Input::new(body))?;
+    environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
     let errors = ErrorStream::new(Arc::clone(&engine.log), id.clone());
     environ.set_item(pyo3::intern!(py, "wsgi.errors"), Bound::new(py, errors)?)?;
     // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats; queue and daemon
@@ -184,21 +265,16 @@ fn build_environ<'py>(
         pyo3::intern!(py, "mod_wsgi.application_start"),
         now.as_secs_f64(),
     )?;
-    environ.set_item(pyo3::intern!(py, "mod_wsgi.thread_id"), thread_id())?;
+    environ.set_item(pyo3::intern!(py, "mod_wsgi.thread_id"), thread_id)?;
     if let Some(id) = id {
         environ.set_item(pyo3::intern!(py, "mod_wsgi.request_id"), id)?;
     }
-    Ok(environ)
-}
-
-/// A small number naming the calling thread (mod_wsgi's `mod_wsgi.thread_id`: 1, 2, … in the order threads
-/// first served a request).
-fn thread_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    thread_local! {
-        static ID: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    ID.with(|id| *id)
+    Ok(Built {
+        environ,
+        input,
+        request_start: arrived,
+        application_start: now.as_secs_f64(),
+    })
 }
 
 /// A CGI value as PEP 3333 wants it: a `str` holding the bytes as latin-1 code points.
@@ -403,8 +479,15 @@ pub(crate) fn call_hook(
     id: Option<String>,
 ) -> Option<HookValue> {
     let call = || -> PyResult<HookValue> {
-        let environ = build_environ(py, engine, vars, Box::new(NoBody), id.clone())?;
-        let mut call_args: Vec<Bound<'_, PyAny>> = vec![environ.into_any()];
+        let built = build_environ(
+            py,
+            engine,
+            vars,
+            Box::new(NoBody),
+            id.clone(),
+            metrics::thread_id(),
+        )?;
+        let mut call_args: Vec<Bound<'_, PyAny>> = vec![built.environ.into_any()];
         call_args.extend(args.iter().map(|a| latin1(py, a).into_any()));
         let result = engine
             .current_app(py, id.as_deref())

@@ -5,7 +5,8 @@
 //! end), so an app may call it late, or again with `exc_info`, until then. Content-Length is enforced here:
 //! never more bytes than declared, and a short body ends in `Abort` rather than a clean end.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -30,6 +31,8 @@ const HOP_BY_HOP: [&str; 8] = [
 #[pyclass(module = "mod_wsgi", name = "StartResponse", frozen)]
 pub struct StartResponse {
     state: Mutex<ResponseState>,
+    /// Set when `subscribe_events` callbacks follow the request (`response_started`).
+    events: OnceLock<crate::events::ResponseEvents>,
 }
 
 /// Where a request's response stands.
@@ -44,6 +47,10 @@ pub(crate) struct ResponseState {
     done: bool,
     /// The status the client was actually sent (the app's, or 500/504 when it failed first).
     sent_status: Option<u16>,
+    /// Pieces of body handed to the host (`output_writes`).
+    writes: u64,
+    /// Time spent waiting for the host to take output (`output_time`).
+    waited: Duration,
 }
 
 impl StartResponse {
@@ -57,8 +64,17 @@ impl StartResponse {
                 body_sent: 0,
                 done: false,
                 sent_status: None,
+                writes: 0,
+                waited: Duration::ZERO,
             }),
+            events: OnceLock::new(),
         }
+    }
+
+    /// Makes `start_response` publish `response_started` to these subscribers.
+    pub(crate) fn set_events(&self, events: crate::events::ResponseEvents) {
+        // Set once, before the app runs.
+        let _ = self.events.set(events);
     }
 
     pub(crate) fn lock(&self) -> PyResult<MutexGuard<'_, ResponseState>> {
@@ -95,6 +111,9 @@ impl StartResponse {
             let head = parse_head(status, headers)?;
             state.content_length = content_length(&head)?;
             state.head = Some(head);
+        }
+        if let Some(events) = slf.get().events.get() {
+            events.publish(slf.py(), status, headers, exc_info);
         }
         slf.getattr("write")
     }
@@ -133,6 +152,16 @@ impl ResponseState {
         self.body_sent
     }
 
+    /// The status the app gave `start_response`, if it called it.
+    pub(crate) fn app_status(&self) -> Option<u16> {
+        self.head.as_ref().map(|head| head.status)
+    }
+
+    /// Pieces of body handed to the host, and the time spent waiting for it to take output.
+    pub(crate) fn writes(&self) -> (u64, Duration) {
+        (self.writes, self.waited)
+    }
+
     /// How many more body bytes the declared Content-Length allows.
     pub(crate) fn remaining(&self) -> Option<u64> {
         self.content_length
@@ -147,11 +176,20 @@ impl ResponseState {
         if let Output::Head(head) | Output::Complete(head, _) = &output {
             self.sent_status = Some(head.status);
         }
+        match &output {
+            Output::Body(_) => self.writes += 1,
+            Output::Complete(_, body) if !body.is_empty() => self.writes += 1,
+            _ => {}
+        }
         let result = match self.sink.try_send(output) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(output)) => {
                 let sink = &mut self.sink;
-                py.detach(|| sink.send(output))
+                let began = Instant::now();
+                let (result, sent) = py.detach(|| (sink.send(output), Instant::now()));
+                self.waited += sent.saturating_duration_since(began);
+                crate::metrics::gil_reacquired(sent.elapsed());
+                result
             }
             Err(TrySendError::Closed) => Err(ClientGone),
         };
@@ -201,8 +239,12 @@ impl ResponseState {
         if self.done {
             return Err(ClientGone);
         }
+        self.writes += 1;
         let sink = &mut self.sink;
-        let result = py.detach(|| sink.send(Output::File(region)));
+        let began = Instant::now();
+        let (result, sent) = py.detach(|| (sink.send(Output::File(region)), Instant::now()));
+        self.waited += sent.saturating_duration_since(began);
+        crate::metrics::gil_reacquired(sent.elapsed());
         if result.is_err() {
             self.done = true;
         }
