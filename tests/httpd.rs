@@ -792,3 +792,17 @@ fn digest_authentication_through_get_realm_hash() {
     assert!(curl("alice:wrong").ends_with("\n401"));
     assert!(curl("nobody:x").ends_with("\n401"));
 }
+
+#[test]
+fn set_env_and_mod_rewrite_variables_reach_the_environ() {
+    let apache = Apache::start(&format!(
+        "LoadModule rewrite_module {MODULES}/mod_rewrite.so\n\
+         SetEnv DEPLOYMENT staging\n\
+         RewriteEngine On\n\
+         RewriteRule ^/suite/environ - [E=REWRITTEN:yes]\n\
+         WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n{APPS_ACCESS}"
+    ));
+    let env = apache.get("/suite/environ").json();
+    assert_eq!(env["DEPLOYMENT"], "staging", "{env:#}");
+    assert_eq!(env["REWRITTEN"], "yes", "{env:#}");
+}
