@@ -806,3 +806,26 @@ fn set_env_and_mod_rewrite_variables_reach_the_environ() {
     assert_eq!(env["DEPLOYMENT"], "staging", "{env:#}");
     assert_eq!(env["REWRITTEN"], "yes", "{env:#}");
 }
+
+#[test]
+fn file_wrapper_goes_out_as_a_file_without_python_reads() {
+    let apache = Apache::start(&format!(
+        "{ONE_CHILD}WSGIScriptAlias /suite @REPO@/tests/apps/suite.py\n{APPS_ACCESS}"
+    ));
+    // World-readable, since Apache's children run as www-data.
+    let path = std::env::temp_dir().join(format!("rwsgi-apache-file-{}", std::process::id()));
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let response = apache.get(&format!("/suite/file?path={}", path.display()));
+    assert_eq!(response.status, 200, "{}", apache.error_log());
+    assert_eq!(response.body.len(), content.len());
+    assert!(response.body == content, "file bytes differ");
+    let limited = apache.get(&format!("/suite/file?path={}&cl=1000", path.display()));
+    assert_eq!(limited.body, content[..1000]);
+    assert_eq!(
+        apache.get("/suite/file_reads").json()["reads"],
+        0,
+        "the file was read through Python"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
