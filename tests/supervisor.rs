@@ -576,3 +576,33 @@ fn log_file_gets_the_log_and_sigusr1_reopens_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reuse_port_gives_each_worker_its_own_socket() {
+    let mut server = Server::start(&[&app("suite.py"), "--processes", "2", "--reuse-port"]);
+    // Fresh connections are spread by the kernel over the workers' sockets: both answer.
+    let mut pids = std::collections::HashSet::new();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while pids.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "only {pids:?} answered:\n{}",
+            server.log()
+        );
+        pids.insert(server.get("/whoami").json()["pid"].as_u64().unwrap());
+    }
+    // Listening sockets on the port, from the kernel's table (state 0A is LISTEN).
+    let port = format!(":{:04X}", server.addr.port());
+    let listening = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1).is_some_and(|local| local.ends_with(&port))
+                && fields.get(3) == Some(&"0A")
+        })
+        .count();
+    assert_eq!(listening, 2, "one listening socket per worker");
+    assert!(server.signal_and_wait("TERM").success());
+}

@@ -61,6 +61,11 @@ pub(crate) struct ServeArgs {
     /// Write the server's process id (the supervisor's, with workers) to this file; removed on exit.
     #[arg(long, value_name = "PATH")]
     pub(crate) pid_file: Option<PathBuf>,
+    /// Give each worker its own SO_REUSEPORT socket, the kernel spreading new connections over them by
+    /// hash, instead of one socket whose connections go to whichever worker accepts first (the default,
+    /// which also loses nothing when a worker retires). See bench/RESULTS.md for how they compare.
+    #[arg(long)]
+    pub(crate) reuse_port: bool,
     /// Append the server's log (its messages, the app's tracebacks, output and wsgi.errors) to this file
     /// instead of stderr; SIGUSR1 reopens it, for log rotation.
     #[arg(long, value_name = "PATH")]

@@ -52,16 +52,25 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     if !worker {
         let listener = match inherited {
             Some(listener) => listener,
-            None => {
-                bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?
-            }
+            None if settings.reuse_port => reserve_reuse_port(settings.listen)
+                .with_context(|| format!("cannot bind {}", settings.listen))?,
+            None => bind(settings.listen, false)
+                .with_context(|| format!("cannot listen on {}", settings.listen))?,
         };
         return supervisor::run(settings, listener);
     }
     // The socket is bound (or inherited); nothing after this needs root.
     let listener = match inherited {
+        // --reuse-port: the supervisor passed its bound, never-listening socket only to say which address;
+        // this worker listens on a socket of its own at that address.
+        Some(reserved) if settings.reuse_port => {
+            let addr = reserved.local_addr()?;
+            drop(reserved);
+            bind(addr, true).with_context(|| format!("cannot listen on {addr}"))?
+        }
         Some(listener) => listener,
-        None => bind(&settings).with_context(|| format!("cannot listen on {}", settings.listen))?,
+        None => bind(settings.listen, false)
+            .with_context(|| format!("cannot listen on {}", settings.listen))?,
     };
     if let Some(run_as) = settings.run_as {
         drop_privileges(run_as)?;
@@ -425,19 +434,39 @@ impl Drop for PidFile {
     }
 }
 
+/// Reserves the address for `--reuse-port` workers: bound with SO_REUSEPORT but never listening, so the
+/// kernel routes no connection to it; it fixes the port (for `--port 0`) and tells workers where to listen.
+fn reserve_reuse_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Binds the listening socket (outside any runtime, so a supervisor can hand it to its workers).
-pub(crate) fn bind(settings: &Settings) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn bind(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
     // tokio's TcpSocket sets the options and backlog std's bind cannot; a throwaway runtime registers it.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
     let _entered = runtime.enter();
-    let socket = if settings.listen.is_ipv4() {
+    let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(settings.listen)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)?.into_std()
 }

@@ -18,6 +18,8 @@ pub(crate) struct Settings {
     /// `--max-requests` and its jitter: each worker recycles after `base + random(0..=jitter)` requests.
     pub(crate) max_requests: Option<(u64, u64)>,
     pub(crate) pid_file: Option<PathBuf>,
+    /// `--reuse-port`: each worker listens on a socket of its own.
+    pub(crate) reuse_port: bool,
     /// `--log-file`: where stderr goes (reopened on SIGUSR1).
     pub(crate) log_file: Option<PathBuf>,
     pub(crate) script_reloading: bool,
@@ -80,6 +82,7 @@ impl Settings {
             }),
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             log_file: args.log_file.as_deref().map(absolute).transpose()?,
+            reuse_port: args.reuse_port,
             script_reloading: !args.no_script_reloading,
             reload: args.reload,
             interrupt_timeout: args
