@@ -51,7 +51,7 @@ pub(crate) fn call_optional(
     function: &str,
     args: &[&[u8]],
 ) -> Result<Option<HookValue>, ()> {
-    let settings = request.server().config().effective(request.dir_config());
+    let settings = &request.dir_config().scoped;
     let group = group_for(request, script.options.application_group.as_deref(), false);
     let key = AppKey {
         script: script.script.clone(),
@@ -61,7 +61,7 @@ pub(crate) fn call_optional(
     };
     let vars = environ::build(
         request,
-        &settings,
+        settings,
         &Resolved {
             process_group: "",
             application_group: &group,
@@ -93,8 +93,7 @@ fn unexpected(request: &Request<'_>, script: &HookScript, function: &str, what: 
 
 /// The access phase.
 pub(crate) fn allow_access(request: &mut Request<'_>) -> i32 {
-    let settings = request.server().config().effective(request.dir_config());
-    let Some(script) = settings.access_script else {
+    let Some(script) = request.dir_config().scoped.access_script.clone() else {
         return status::DECLINED;
     };
     let host = request.server_facts().remote_ip.to_vec();
@@ -111,11 +110,7 @@ pub(crate) fn allow_access(request: &mut Request<'_>) -> i32 {
 }
 
 fn user_script(request: &Request<'_>) -> Option<HookScript> {
-    request
-        .server()
-        .config()
-        .effective(request.dir_config())
-        .auth_user_script
+    request.dir_config().scoped.auth_user_script.clone()
 }
 
 /// Basic authentication.
@@ -164,8 +159,7 @@ pub(crate) fn check_groups(request: &mut Request<'_>, require_args: &str) -> Aut
     let Some(user) = request.user().map(<[u8]>::to_vec) else {
         return Authz::NoUser;
     };
-    let settings = request.server().config().effective(request.dir_config());
-    let Some(script) = settings.auth_group_script else {
+    let Some(script) = request.dir_config().scoped.auth_group_script.clone() else {
         request.log(Level::Error, "No WSGIAuthGroupScript is configured here.");
         return Authz::Error;
     };

@@ -1,8 +1,10 @@
 //! The module's settings, resolved from mod_wsgi's directives, and Apache's merging of them.
 //!
-//! A directive at server or virtual-host level sets the server's [`ServerConfig`]; inside `<Directory>`,
-//! `<Location>`, `<Files>` or .htaccess it sets that section's [`DirConfig`]. For a request, a directory's
-//! value wins over the server's, and the server's over mod_wsgi's default ([`ServerConfig::effective`]).
+//! Server-wide settings (script aliases, the interpreter's) live in each server's [`ServerConfig`]. The
+//! others live in a [`DirConfig`]: a `<Directory>`, `<Location>`, `<Files>` or .htaccess section's, or, at
+//! server level, the server's per-directory defaults, which Apache merges under every section. So a
+//! request's merged `DirConfig` already holds the directory's value over the server's; unset, mod_wsgi's
+//! default applies.
 //! This module does not touch Apache: [`crate::ffi`] calls [`apply`] with the directive's split words.
 
 use std::path::PathBuf;
@@ -155,7 +157,6 @@ pub(crate) struct ImportScript {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ServerConfig {
     pub(crate) aliases: Vec<ScriptAlias>,
-    pub(crate) scoped: Scoped,
     pub(crate) python: PythonSettings,
     /// This server's own import scripts (each server's are run once, not merged into its vhosts).
     pub(crate) import_scripts: Vec<ImportScript>,
@@ -166,16 +167,10 @@ impl ServerConfig {
     pub(crate) fn merge(base: &Self, add: &Self) -> Self {
         Self {
             aliases: add.aliases.iter().chain(&base.aliases).cloned().collect(),
-            scoped: Scoped::merge(&base.scoped, &add.scoped),
             // Interpreter settings are process-wide: only the main server's count.
             python: base.python.clone(),
             import_scripts: add.import_scripts.clone(),
         }
-    }
-
-    /// The settings that apply to a request in `dir`: the directory's, then the server's.
-    pub(crate) fn effective(&self, dir: &DirConfig) -> Scoped {
-        Scoped::merge(&self.scoped, &dir.scoped)
     }
 }
 
@@ -200,13 +195,10 @@ pub(crate) fn apply(
     args: &[String],
     server: &mut ServerConfig,
     dir: &mut DirConfig,
-    in_directory: bool,
 ) -> Result<(), String> {
-    let scoped = if in_directory {
-        &mut dir.scoped
-    } else {
-        &mut server.scoped
-    };
+    // In server or virtual-host context `dir` is that server's per-directory defaults, which Apache
+    // merges into every request's directory config: the request's `DirConfig` is then the whole answer.
+    let scoped = &mut dir.scoped;
     let python = &mut server.python;
     match directive.which {
         Name::ScriptAlias | Name::ScriptAliasMatch => {

@@ -7,7 +7,7 @@
 use rwsgi_engine::CgiVars;
 
 use crate::config::{MapHeadToGet, Scoped};
-use crate::ffi::{Request, Table};
+use crate::ffi::{Request, ServerFacts, Table};
 
 /// What the handler resolved for the request, for the `mod_wsgi.*` keys.
 pub(crate) struct Resolved<'a> {
@@ -26,7 +26,8 @@ pub(crate) fn build(
     let Some(mut env) = request.subprocess_env() else {
         return CgiVars::default();
     };
-    add_request_vars(request, &mut env);
+    let facts = request.server_facts();
+    add_request_vars(request, &facts, &mut env);
     // HEAD becomes GET so output filters see the same body and headers they would for GET; Auto does it
     // only when a filter that may rewrite the body is in the chain, as mod_wsgi does (Apache drops the
     // body either way).
@@ -78,7 +79,6 @@ pub(crate) fn build(
         "mod_wsgi.handler_script",
         resolved.handler_script.as_bytes(),
     );
-    let facts = request.server_facts();
     env.set("mod_wsgi.listener_host", facts.local_host);
     env.set(
         "mod_wsgi.listener_port",
@@ -148,7 +148,7 @@ impl crate::proxy::Env for ProxyEnv<'_, '_> {
 
 /// mod_wsgi's `wsgi_add_vars_to_environment`: Apache's CGI variables without the subrequest
 /// `ap_add_cgi_vars` makes for PATH_TRANSLATED, nor the variables no WSGI app needs.
-fn add_request_vars(request: &mut Request<'_>, env: &mut Table<'_>) {
+fn add_request_vars(request: &Request<'_>, facts: &ServerFacts<'_>, env: &mut Table<'_>) {
     if let Some(headers) = request.headers_in() {
         for (name, value) in headers.entries() {
             if name.eq_ignore_ascii_case("Content-Type") {
@@ -165,7 +165,6 @@ fn add_request_vars(request: &mut Request<'_>, env: &mut Table<'_>) {
             }
         }
     }
-    let facts = request.server_facts();
     env.set("SERVER_SOFTWARE", facts.banner);
     env.set("SERVER_NAME", facts.name);
     env.set("SERVER_ADDR", facts.local_ip);

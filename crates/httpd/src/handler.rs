@@ -95,7 +95,7 @@ pub(crate) fn handle(request: &mut Request<'_>) -> i32 {
         return status::DECLINED;
     };
     let config = request.server().config();
-    let mut settings = config.effective(request.dir_config());
+    let mut settings = request.dir_config().scoped.clone();
     let target = if handler == WSGI_SCRIPT || handler == "application/x-httpd-wsgi" {
         match script_target(request, &settings) {
             Ok(target) => target,

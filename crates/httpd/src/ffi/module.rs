@@ -203,23 +203,16 @@ unsafe extern "C" fn directive(
     // SAFETY: Apache passes live cmd_parms; `info` is the directive's index (set in `commands`); the server's
     // config slot and `mconfig` hold this module's configs, which only this single-threaded config pass
     // mutates.
-    let (definition, words, server, dir, in_directory, pool) = unsafe {
+    let (definition, words, server, dir, pool) = unsafe {
         let cmd = &mut *cmd;
         let definition = &ALL[cmd.info as usize];
         let words = split_args(cmd.temp_pool, args);
         let server = &mut *module_config((*cmd.server).module_config).cast::<ServerConfig>();
         let dir = &mut *mconfig.cast::<DirConfig>();
-        (
-            definition,
-            words,
-            server,
-            dir,
-            !cmd.path.is_null(),
-            cmd.pool,
-        )
+        (definition, words, server, dir, cmd.pool)
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
-        crate::config::apply(definition, &words, server, dir, in_directory)
+        crate::config::apply(definition, &words, server, dir)
     }));
     let message = match result {
         Ok(Ok(())) => return std::ptr::null(),
