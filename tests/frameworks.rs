@@ -16,23 +16,41 @@ fn django() -> Server {
 #[test]
 fn django_plain_and_template_views() {
     let server = django();
-    let hello = server.get("/");
-    assert_eq!(
-        (hello.status, hello.text().as_str()),
-        (200, "Hello from Django"),
-        "{}",
-        server.log()
-    );
-    let page = server.get("/page/");
-    assert_eq!(page.status, 200);
-    assert!(page.text().contains("<td>ITEM 29</td>"));
-    assert!(page.text().contains("Hello, Visitor."));
+    assert_django_pages(&server, &|| server.log());
 }
 
 #[test]
 fn django_form_post_and_multipart_upload() {
     let server = django();
-    let form = server.post(
+    assert_django_form_and_upload(&server);
+}
+
+#[test]
+fn django_streaming_response() {
+    let server = django();
+    assert_django_stream(&server);
+}
+
+// The test site's checks, shared with the Apache tests (tests/httpd.rs), which serve the same site.
+
+/// The plain and the template view; `log` explains a failure.
+pub(crate) fn assert_django_pages(client: &impl Client, log: &dyn Fn() -> String) {
+    let hello = client.get("/");
+    assert_eq!(
+        (hello.status, hello.text().as_str()),
+        (200, "Hello from Django"),
+        "{}",
+        log()
+    );
+    let page = client.get("/page/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<td>ITEM 29</td>"));
+    assert!(page.text().contains("Hello, Visitor."));
+}
+
+/// A form POST, and a 300 KB multipart upload checked by size, name, field and SHA-256.
+pub(crate) fn assert_django_form_and_upload(client: &impl Client) {
+    let form = client.post(
         "/form/",
         "application/x-www-form-urlencoded",
         b"name=r%C3%A9my&count=3",
@@ -51,7 +69,7 @@ fn django_form_post_and_multipart_upload() {
     .into_bytes();
     body.extend_from_slice(&file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let upload = server.post(
+    let upload = client.post(
         "/upload/",
         &format!("multipart/form-data; boundary={boundary}"),
         &body,
@@ -67,10 +85,10 @@ fn django_form_post_and_multipart_upload() {
     assert_eq!(report["sha256"], sha);
 }
 
-#[test]
-fn django_streaming_response() {
-    let server = django();
-    let response = server.get("/stream/");
+/// A StreamingHttpResponse arrives chunked and complete.
+pub(crate) fn assert_django_stream(client: &impl Client) {
+    let response = client.get("/stream/");
+    assert_eq!(response.status, 200);
     assert!(response.chunked && response.complete);
     assert_eq!(response.text(), "row 0\nrow 1\nrow 2\nrow 3\nrow 4\n");
 }

@@ -50,52 +50,9 @@ Allow from all
 #[test]
 fn seed_django_configuration_serves_pages_forms_uploads_streams_and_static_files() {
     let apache = seed_django();
-    let hello = apache.get("/");
-    assert_eq!(
-        (hello.status, hello.text().as_str()),
-        (200, "Hello from Django"),
-        "{}",
-        apache.error_log()
-    );
-    let page = apache.get("/page/");
-    assert_eq!(page.status, 200);
-    assert!(page.text().contains("<td>ITEM 29</td>"));
-
-    let form = apache.post(
-        "/form/",
-        "application/x-www-form-urlencoded",
-        b"name=r%C3%A9my&count=3",
-    );
-    assert_eq!(
-        form.json()["fields"],
-        serde_json::json!({"name": "r\u{e9}my", "count": "3"})
-    );
-
-    let file: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    let boundary = "----rwsgiboundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.bin\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&file);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let upload = apache.post(
-        "/upload/",
-        &format!("multipart/form-data; boundary={boundary}"),
-        &body,
-    );
-    assert_eq!(upload.json()["size"], file.len(), "{}", apache.error_log());
-
-    let stream = apache.get("/stream/");
-    assert_eq!(stream.status, 200);
-    assert!(stream.complete);
-    assert!(
-        stream.text() == "row 0\nrow 1\nrow 2\nrow 3\nrow 4\n",
-        "{}",
-        stream.text()
-    );
+    crate::frameworks::assert_django_pages(&apache, &|| apache.error_log());
+    crate::frameworks::assert_django_form_and_upload(&apache);
+    crate::frameworks::assert_django_stream(&apache);
 
     let css = apache.get("/site_media/style.css");
     assert_eq!(css.status, 200);

@@ -1,7 +1,6 @@
 // `--processes N`: a supervisor, workers sharing the socket, replacement of dead workers, stopping.
 
 use crate::support::*;
-use std::io::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -522,29 +521,11 @@ fn log_file_gets_the_log_and_sigusr1_reopens_it() {
         .unwrap()
         .parse()
         .unwrap();
-    let get_errors = || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-            .write_all(b"GET /errors HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        read_response(&mut std::io::BufReader::new(stream), false).unwrap()
-    };
+    let get_errors = || addr.get("/errors");
     assert_eq!(get_errors().text(), "logged");
     wait_for(&log, "message to stderr");
     // Both workers serving (so both have their handlers): the signal reaches each.
-    let mut pids = std::collections::HashSet::new();
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while pids.len() < 2 {
-        assert!(Instant::now() < deadline, "only workers {pids:?} answered");
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-            .write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let who = read_response(&mut std::io::BufReader::new(stream), false).unwrap();
-        pids.insert(who.json()["pid"].as_u64().unwrap());
-    }
+    answering_workers(&addr, 2, &|| read(&log));
     // Rotate: move the file away, then SIGUSR1; the next lines go to a new file at the same path.
     let rotated = dir.join("rwsgi.log.1");
     std::fs::rename(&log, &rotated).unwrap();
@@ -581,16 +562,7 @@ fn log_file_gets_the_log_and_sigusr1_reopens_it() {
 fn reuse_port_gives_each_worker_its_own_socket() {
     let mut server = Server::start(&[&app("suite.py"), "--processes", "2", "--reuse-port"]);
     // Fresh connections are spread by the kernel over the workers' sockets: both answer.
-    let mut pids = std::collections::HashSet::new();
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while pids.len() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "only {pids:?} answered:\n{}",
-            server.log()
-        );
-        pids.insert(server.get("/whoami").json()["pid"].as_u64().unwrap());
-    }
+    answering_workers(&server, 2, &|| server.log());
     // Listening sockets on the port, from the kernel's table (state 0A is LISTEN).
     let port = format!(":{:04X}", server.addr.port());
     let listening = std::fs::read_to_string("/proc/net/tcp")

@@ -2,7 +2,6 @@
 //! pid file in a temporary directory, one ephemeral port on 127.0.0.1, `User www-data`, and a mod_wsgi.so
 //! (ours by default). Stopped with SIGTERM, and waited for, when dropped.
 
-use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{read_response, repo, Response, IO_TIMEOUT};
+use super::{repo, Client, IO_TIMEOUT};
 
 /// Apache's modules, where Debian installs them.
 pub const MODULES: &str = "/usr/lib/apache2/modules";
@@ -277,38 +276,11 @@ CustomLog "{dir}/access.log" common
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
 
-    pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-    }
-
-    pub fn request_bytes(&self, raw: &[u8]) -> Response {
-        let mut stream = self.connect();
-        stream.write_all(raw).unwrap();
-        read_response(&mut BufReader::new(stream), raw.starts_with(b"HEAD")).expect("response")
-    }
-
-    pub fn request(&self, raw: &str) -> Response {
-        self.request_bytes(raw.as_bytes())
-    }
-
-    pub fn get(&self, path: &str) -> Response {
-        self.request(&format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        ))
-    }
-
-    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
-        let mut raw = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(body);
-        self.request_bytes(&raw)
+impl Client for Apache {
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 

@@ -99,41 +99,6 @@ impl Server {
         }
     }
 
-    pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-    }
-
-    /// One request on a fresh connection.
-    pub fn request(&self, raw: &str) -> Response {
-        self.request_bytes(raw.as_bytes())
-    }
-
-    pub fn request_bytes(&self, raw: &[u8]) -> Response {
-        let mut stream = self.connect();
-        stream.write_all(raw).unwrap();
-        let mut reader = BufReader::new(stream);
-        read_response(&mut reader, raw.starts_with(b"HEAD")).expect("response")
-    }
-
-    pub fn get(&self, path: &str) -> Response {
-        self.request(&format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        ))
-    }
-
-    pub fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
-        let mut raw = format!(
-            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        raw.extend_from_slice(body);
-        self.request_bytes(&raw)
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -160,6 +125,79 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Client for Server {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A server known only by its address (one started by hand, say).
+impl Client for SocketAddr {
+    fn addr(&self) -> SocketAddr {
+        *self
+    }
+}
+
+/// Waits (bounded) until `count` different worker processes have answered `/whoami` (suite.py) on fresh
+/// connections, and returns their pids; `log` explains a failure.
+pub fn answering_workers(
+    client: &impl Client,
+    count: usize,
+    log: &dyn Fn() -> String,
+) -> std::collections::HashSet<u64> {
+    let mut pids = std::collections::HashSet::new();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while pids.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only workers {pids:?} answered:\n{}",
+            log()
+        );
+        pids.insert(client.get("/whoami").json()["pid"].as_u64().unwrap());
+    }
+    pids
+}
+
+/// A raw HTTP/1.1 client for a server under test (rwsgi or Apache), one connection per request.
+pub trait Client {
+    fn addr(&self) -> SocketAddr;
+
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.addr(), IO_TIMEOUT).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+
+    /// One request on a fresh connection.
+    fn request(&self, raw: &str) -> Response {
+        self.request_bytes(raw.as_bytes())
+    }
+
+    fn request_bytes(&self, raw: &[u8]) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(raw).unwrap();
+        let mut reader = BufReader::new(stream);
+        read_response(&mut reader, raw.starts_with(b"HEAD")).expect("response")
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Response {
+        let mut raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        self.request_bytes(&raw)
     }
 }
 
