@@ -5,7 +5,6 @@ mod cli;
 mod http;
 mod logfile;
 mod module;
-mod pool;
 mod serve;
 mod settings;
 mod supervisor;

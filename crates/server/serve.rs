@@ -9,12 +9,14 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use listenfd::ListenFd;
 use rwsgi_engine::interp::{self, InterpreterConfig};
-use rwsgi_engine::{AppSource, Engine, EngineError, EngineOptions, StderrLog};
+use rwsgi_engine::{
+    AppSource, Engine, EngineError, EngineOptions, Output, Request, ResponseHead, StderrLog,
+};
+use rwsgi_pool::{Names, Pool, PoolOptions, Recycle};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::http::{self, Peer, Shared};
-use crate::pool::{Pool, Recycle};
 use crate::settings::Settings;
 use crate::supervisor;
 
@@ -23,6 +25,17 @@ const RETIRE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Connections waiting to be accepted before the kernel refuses more.
 const LISTEN_BACKLOG: u32 = 1024;
+
+/// How `rwsgi serve` names its workers and their limits in the log.
+const NAMES: Names = Names {
+    log: "rwsgi",
+    process: "worker",
+    max_requests: "--max-requests",
+    request_timeout: "--request-timeout",
+    interrupt_timeout: "--interrupt-timeout",
+    inactivity_timeout: "--inactivity-timeout",
+    restart_interval: "--restart-interval",
+};
 
 /// Why `serve` stopped without serving.
 #[derive(Debug, thiserror::Error)]
@@ -98,15 +111,22 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let recycle = settings
         .worker_request_limit()
         .filter(|_| worker)
-        .map(|after| Recycle {
-            after,
-            notify: Arc::clone(&recycle_now),
+        .map(|after| {
+            let retire = Arc::clone(&recycle_now);
+            Recycle {
+                after,
+                notify: Arc::new(move || retire.notify_one()),
+            }
         });
     let pool = Pool::start(
-        Arc::clone(&engine),
-        settings.threads,
-        recycle,
-        settings.queue_timeout,
+        PoolOptions {
+            threads: settings.threads,
+            recycle,
+            queue_timeout: settings.queue_timeout,
+            expired: answer_busy,
+            names: NAMES,
+        },
+        Arc::new(move |source| engine.serve(source)),
     )
     .context("cannot start Python threads")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -126,7 +146,19 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             (pool.monitor(), Arc::clone(&stuck), Arc::clone(&recycle_now));
         std::thread::Builder::new()
             .name("rwsgi-timeouts".into())
-            .spawn(move || watch_request_timeouts(&monitor, limit, &stuck, &retire))
+            .spawn(move || {
+                rwsgi_pool::watch_request_timeouts(
+                    &monitor,
+                    limit,
+                    // Other requests get the retiring drain; the stuck one would hold the exit for good.
+                    RETIRE_LINGER + std::time::Duration::from_secs(1),
+                    NAMES,
+                    &|| {
+                        stuck.store(true, std::sync::atomic::Ordering::Release);
+                        retire.notify_one();
+                    },
+                )
+            })
             .context("cannot start the request-timeout monitor")?;
     }
     if settings.reload && worker {
@@ -142,14 +174,16 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         let monitor = pool.monitor();
         std::thread::Builder::new()
             .name("rwsgi-interrupts".into())
-            .spawn(move || watch_interrupts(&monitor, limit))
+            .spawn(move || rwsgi_pool::watch_interrupts(&monitor, limit, NAMES))
             .context("cannot start the interrupt monitor")?;
     }
     if let (Some(limit), true) = (settings.inactivity_timeout, worker) {
         let (monitor, retire) = (pool.monitor(), Arc::clone(&recycle_now));
         std::thread::Builder::new()
             .name("rwsgi-inactivity".into())
-            .spawn(move || watch_inactivity(&monitor, limit, &retire))
+            .spawn(move || {
+                rwsgi_pool::watch_inactivity(&monitor, limit, NAMES, &|| retire.notify_one())
+            })
             .context("cannot start the inactivity monitor")?;
     }
     let served = runtime.block_on(listen_and_serve(
@@ -266,42 +300,6 @@ fn drop_privileges(run_as: crate::settings::RunAs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--request-timeout`: names each request running too long, dumps every Python thread's stack (as mod_wsgi
-/// does), and retires the worker.
-fn watch_request_timeouts(
-    monitor: &crate::pool::Monitor,
-    limit: std::time::Duration,
-    stuck: &std::sync::atomic::AtomicBool,
-    retire: &tokio::sync::Notify,
-) {
-    let pid = std::process::id();
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let overdue = monitor.overdue(limit);
-        if overdue.is_empty() {
-            continue;
-        }
-        for request in &overdue {
-            eprintln!(
-                "rwsgi: request {} in worker {pid} has run for {:.1} s, past --request-timeout {:.1} s",
-                request.what,
-                request.started.elapsed().as_secs_f64(),
-                limit.as_secs_f64()
-            );
-        }
-        eprintln!(
-            "rwsgi: Python stacks of worker {pid}:\n{}",
-            stacks_within(STACK_DUMP_WAIT)
-        );
-        stuck.store(true, std::sync::atomic::Ordering::Release);
-        retire.notify_one();
-        // Other requests get the retiring drain; the stuck one would hold the exit for good.
-        std::thread::sleep(RETIRE_LINGER + std::time::Duration::from_secs(1));
-        eprintln!("rwsgi: worker {pid} exiting after a request timeout");
-        std::process::exit(1);
-    }
-}
-
 /// Modification times of the source files of the modules loaded now.
 type SourceTimes = std::collections::HashMap<std::path::PathBuf, std::time::SystemTime>;
 
@@ -337,72 +335,6 @@ fn watch_sources(mut known: SourceTimes, retire: &tokio::sync::Notify) {
     }
 }
 
-/// `--inactivity-timeout`: a worker that served nothing for the whole period retires (the supervisor starts
-/// a fresh one), giving back whatever the app accumulated.
-fn watch_inactivity(
-    monitor: &crate::pool::Monitor,
-    limit: std::time::Duration,
-    retire: &tokio::sync::Notify,
-) {
-    let mut last = (monitor.activity().0, std::time::Instant::now());
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let (served, busy) = monitor.activity();
-        if served != last.0 || busy {
-            last = (served, std::time::Instant::now());
-        } else if last.1.elapsed() >= limit {
-            eprintln!(
-                "rwsgi: worker {} idle for {:.1} s (--inactivity-timeout); recycling",
-                std::process::id(),
-                limit.as_secs_f64()
-            );
-            retire.notify_one();
-            return;
-        }
-    }
-}
-
-/// `--interrupt-timeout`: raises `mod_wsgi.RequestTimeout` once in the thread of each request running too
-/// long, so it unwinds and its client gets 504 (code in C sees it only when it returns to Python).
-fn watch_interrupts(monitor: &crate::pool::Monitor, limit: std::time::Duration) {
-    let mut interrupted: Vec<(u64, std::time::Instant)> = Vec::new();
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let overdue = monitor.overdue(limit);
-        interrupted.retain(|done| overdue.iter().any(|o| (o.python_ident, o.started) == *done));
-        for request in overdue {
-            if interrupted.contains(&(request.python_ident, request.started)) {
-                continue;
-            }
-            eprintln!(
-                "rwsgi: interrupting request {} after {:.1} s (--interrupt-timeout)",
-                request.what,
-                request.started.elapsed().as_secs_f64()
-            );
-            rwsgi_engine::interrupt_thread(request.python_ident);
-            interrupted.push((request.python_ident, request.started));
-        }
-    }
-}
-
-/// How long a stack dump may wait for the GIL (a C call may hold it) before giving up.
-const STACK_DUMP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn stacks_within(wait: std::time::Duration) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let dumper = std::thread::Builder::new()
-        .name("rwsgi-stacks".into())
-        .spawn(move || {
-            let _ = tx.send(rwsgi_engine::Engine::dump_stacks());
-        });
-    match dumper {
-        Ok(_) => rx
-            .recv_timeout(wait)
-            .unwrap_or_else(|_| "(no stacks: the GIL was not released in time)\n".into()),
-        Err(err) => format!("(no stacks: {err})\n"),
-    }
-}
-
 /// A worker retired by a reload: its keep-alive clients get their next response with `Connection: close`
 /// and reconnect to the new workers, instead of racing a close of a connection that looks idle between
 /// two requests. Connections still open after the linger are shut down gracefully by the caller.
@@ -414,6 +346,26 @@ async fn drain_keep_alive(shared: &Shared, graceful: &GracefulShutdown) {
     while graceful.count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Answers a request that waited longer than `--queue-timeout`: 503 with Retry-After, without running the app.
+fn answer_busy(mut request: Request) {
+    let head = ResponseHead {
+        status: 503,
+        reason: "Service Unavailable".to_owned(),
+        headers: vec![
+            (
+                "Content-Type".to_owned(),
+                b"text/plain; charset=utf-8".to_vec(),
+            ),
+            ("Retry-After".to_owned(), b"1".to_vec()),
+        ],
+    };
+    let body = bytes::Bytes::from_static(
+        b"the server is too busy to take this request now; retry shortly\n",
+    );
+    // A client that has gone already needs no answer.
+    let _ = request.response.try_send(Output::Complete(head, body));
 }
 
 /// The `--pid-file`, removed again when the server exits.

@@ -20,8 +20,8 @@ use hyper::body::Incoming;
 use rwsgi_engine::{from_http, HttpRequest, Request, ResponseHead};
 use tokio::sync::mpsc;
 
-use crate::pool::Submitter;
 use io::{Aborted, RequestBody, ResponseChannel, ResponseStart};
+use rwsgi_pool::Submitter;
 
 /// What every connection's requests share.
 pub(crate) struct Shared {

@@ -12,6 +12,9 @@
 //!   request: it releases the GIL and sleeps, so CPU-bound requests run one thread at a time.
 //!
 //! This is what keeps many threads from costing throughput to GIL contention.
+//!
+//! The queue knows requests only as the engine's [`Request`]; what a thread does with one is the host's
+//! (`rwsgi serve` runs one [`rwsgi_engine::Engine`]; a daemon routes each to its application).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -20,7 +23,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use rwsgi_engine::{Engine, Outcome, Output, Request, RequestSource, ResponseHead};
+use rwsgi_engine::{Outcome, Request, RequestSource};
+
+use crate::Names;
 
 /// How long a thread that just finished a request keeps looking for the next one before it sleeps. Under
 /// load the next request arrives within microseconds; sleeping and being woken for it costs two context
@@ -32,7 +37,7 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(1);
 const WATCHDOG_LINGER: Duration = Duration::from_millis(100);
 
 /// The threads serving requests, and the queue that feeds them.
-pub(crate) struct Pool {
+pub struct Pool {
     queue: Arc<Queue>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -52,15 +57,36 @@ struct Queue {
     workers: Vec<Worker>,
     /// Requests finished so far, for `--max-requests`.
     served: AtomicU64,
-    /// `--queue-timeout`: a request that waited this long is answered 503 without running.
+    /// A request that waited this long is answered by `expired` without running.
     queue_timeout: Option<Duration>,
+    expired: fn(Request),
     recycle: Option<Recycle>,
+    names: Names,
 }
 
-/// `--max-requests`: after `after` requests, `notify` tells the HTTP side to retire this process.
-pub(crate) struct Recycle {
-    pub(crate) after: u64,
-    pub(crate) notify: Arc<tokio::sync::Notify>,
+/// Maximum requests: after `after` requests, `notify` tells the host to retire this process.
+pub struct Recycle {
+    /// Requests this process serves before it retires.
+    pub after: u64,
+    /// Called once, from the thread that finished the last of them.
+    pub notify: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// What each pool thread runs: it serves requests from the queue until it closes.
+pub type Serve = Arc<dyn Fn(&dyn RequestSource) + Send + Sync>;
+
+/// How a pool runs.
+pub struct PoolOptions {
+    /// Python threads.
+    pub threads: usize,
+    /// Retire the process after this many requests.
+    pub recycle: Option<Recycle>,
+    /// A request that waited longer than this in the queue is not run ...
+    pub queue_timeout: Option<Duration>,
+    /// ... but answered by this (`rwsgi serve`: 503; a mod_wsgi daemon: 504).
+    pub expired: fn(Request),
+    /// What the log calls this process and its options.
+    pub names: Names,
 }
 
 /// What the watchdog and the request-timeout monitor need to know of one pool thread.
@@ -94,7 +120,14 @@ thread_local! {
 }
 
 impl Queue {
-    fn new(threads: usize, recycle: Option<Recycle>, queue_timeout: Option<Duration>) -> Self {
+    fn new(options: PoolOptions) -> Self {
+        let PoolOptions {
+            threads,
+            recycle,
+            queue_timeout,
+            expired,
+            names,
+        } = options;
         Self {
             state: Mutex::default(),
             watch: Condvar::new(),
@@ -106,6 +139,8 @@ impl Queue {
             served: AtomicU64::new(0),
             recycle,
             queue_timeout,
+            expired,
+            names,
         }
     }
 
@@ -196,7 +231,7 @@ impl Queue {
             let expired = self.take_expired(&mut state);
             if !expired.is_empty() {
                 drop(state);
-                expired.into_iter().for_each(answer_busy);
+                expired.into_iter().for_each(self.expired);
                 state = self.lock();
             }
             if state.requests.is_empty() {
@@ -231,26 +266,6 @@ impl Queue {
     }
 }
 
-/// Answers a request that waited too long: 503 with Retry-After, without running the app.
-fn answer_busy(mut request: Request) {
-    let head = ResponseHead {
-        status: 503,
-        reason: "Service Unavailable".to_owned(),
-        headers: vec![
-            (
-                "Content-Type".to_owned(),
-                b"text/plain; charset=utf-8".to_vec(),
-            ),
-            ("Retry-After".to_owned(), b"1".to_vec()),
-        ],
-    };
-    let body = bytes::Bytes::from_static(
-        b"the server is too busy to take this request now; retry shortly\n",
-    );
-    // A client that has gone already needs no answer.
-    let _ = request.response.try_send(Output::Complete(head, body));
-}
-
 /// Wakes the thread that went to sleep last.
 fn wake_one(state: &mut State) {
     if let Some(sleeper) = state.sleepers.pop() {
@@ -259,7 +274,7 @@ fn wake_one(state: &mut State) {
 }
 
 /// Reads the thread's state from /proc: `R` is running or runnable; anything else is waiting.
-fn thread_is_running(tid: u32) -> bool {
+pub(crate) fn thread_is_running(tid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
         return false;
     };
@@ -270,7 +285,7 @@ fn thread_is_running(tid: u32) -> bool {
 }
 
 /// The kernel's id of the calling thread, from /proc (no unsafe `gettid` needed).
-fn current_tid() -> u32 {
+pub(crate) fn current_tid() -> u32 {
     std::fs::read_link("/proc/thread-self")
         .ok()
         .and_then(|link| {
@@ -349,10 +364,13 @@ impl RequestSource for Queue {
         if let Some(recycle) = &self.recycle {
             if served == recycle.after {
                 eprintln!(
-                    "rwsgi: worker {} reached --max-requests ({served}); recycling",
-                    std::process::id()
+                    "{}: {} {} reached {} ({served}); recycling",
+                    self.names.log,
+                    self.names.process,
+                    std::process::id(),
+                    self.names.max_requests,
                 );
-                recycle.notify.notify_one();
+                (recycle.notify)();
             }
         }
     }
@@ -365,20 +383,22 @@ impl RequestSource for Queue {
 }
 
 /// A request running past a limit.
-pub(crate) struct Overdue {
+pub struct Overdue {
     /// Method and URI.
-    pub(crate) what: String,
-    pub(crate) started: Instant,
+    pub what: String,
+    /// When it started.
+    pub started: Instant,
     /// The Python id of the thread running it.
-    pub(crate) python_ident: u64,
+    pub python_ident: u64,
 }
 
 /// Looks at the requests the pool's threads are running.
-pub(crate) struct Monitor(Arc<Queue>);
+#[derive(Clone)]
+pub struct Monitor(Arc<Queue>);
 
 impl Monitor {
     /// Requests finished so far, and whether any is running now.
-    pub(crate) fn activity(&self) -> (u64, bool) {
+    pub fn activity(&self) -> (u64, bool) {
         (
             self.0.served.load(Ordering::Acquire),
             self.0.busy.load(Ordering::Acquire) > 0,
@@ -386,7 +406,7 @@ impl Monitor {
     }
 
     /// The requests that have run longer than `limit`.
-    pub(crate) fn overdue(&self, limit: Duration) -> Vec<Overdue> {
+    pub fn overdue(&self, limit: Duration) -> Vec<Overdue> {
         self.0
             .workers
             .iter()
@@ -405,17 +425,23 @@ impl Monitor {
 
 /// Queues requests for the pool's threads.
 #[derive(Clone)]
-pub(crate) struct Submitter(Arc<Queue>);
+pub struct Submitter(Arc<Queue>);
 
 impl Submitter {
     /// Queues a request for the next free thread.
-    pub(crate) fn submit(&self, request: Request) -> Result<(), Closed> {
+    pub fn submit(&self, request: Request) -> Result<(), Closed> {
+        self.submit_since(request, Instant::now())
+    }
+
+    /// Queues a request that has been waiting since `since` (for the queue timeout), e.g. in a socket's
+    /// backlog before this process accepted it.
+    pub fn submit_since(&self, request: Request, since: Instant) -> Result<(), Closed> {
         let queue = &self.0;
         let mut state = queue.lock();
         if state.closed {
             return Err(Closed);
         }
-        state.requests.push_back((request, Instant::now()));
+        state.requests.push_back((request, since));
         queue.queued.fetch_add(1, Ordering::AcqRel);
         // A polling or busy thread will take it; only an idle pool needs a thread woken now.
         let idle =
@@ -431,19 +457,16 @@ impl Submitter {
 
 /// The pool has stopped taking requests.
 #[derive(Debug)]
-pub(crate) struct Closed;
+pub struct Closed;
 
 impl Pool {
-    pub(crate) fn start(
-        engine: Arc<Engine>,
-        threads: usize,
-        recycle: Option<Recycle>,
-        queue_timeout: Option<Duration>,
-    ) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue::new(threads, recycle, queue_timeout));
+    /// Starts the threads; each runs `serve` over the queue (it returns when the queue closes).
+    pub fn start(options: PoolOptions, serve: Serve) -> std::io::Result<Self> {
+        let threads = options.threads;
+        let queue = Arc::new(Queue::new(options));
         let mut handles = (0..threads)
             .map(|i| {
-                let engine = Arc::clone(&engine);
+                let serve = Arc::clone(&serve);
                 let queue = Arc::clone(&queue);
                 std::thread::Builder::new()
                     .name(format!("rwsgi-python-{i}"))
@@ -454,7 +477,7 @@ impl Pool {
                             .python_ident
                             .store(ident, Ordering::Release);
                         queue.workers[i].tid.store(current_tid(), Ordering::Release);
-                        engine.serve(&*queue);
+                        serve(&*queue);
                     })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -471,17 +494,17 @@ impl Pool {
     }
 
     /// A handle that reports requests running longer than a limit.
-    pub(crate) fn monitor(&self) -> Monitor {
+    pub fn monitor(&self) -> Monitor {
         Monitor(Arc::clone(&self.queue))
     }
 
     /// A handle the HTTP side uses to queue requests.
-    pub(crate) fn submitter(&self) -> Submitter {
+    pub fn submitter(&self) -> Submitter {
         Submitter(Arc::clone(&self.queue))
     }
 
     /// Stops taking requests, lets the threads finish what is queued, and waits for them.
-    pub(crate) fn shut_down(self) {
+    pub fn shut_down(self) {
         {
             let mut state = self.queue.lock();
             state.closed = true;
