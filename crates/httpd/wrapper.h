@@ -14,3 +14,5 @@
 #include <apr_portable.h>
 #include <mod_auth.h>
 #include <http_ssl.h>
+#include <unixd.h>
+#include <ap_listen.h>

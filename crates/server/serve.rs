@@ -121,6 +121,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = Pool::start(
         PoolOptions {
             threads: settings.threads,
+            stack_size: None,
             recycle,
             queue_timeout: settings.queue_timeout,
             expired: answer_busy,

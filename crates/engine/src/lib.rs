@@ -53,6 +53,8 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Processes serving the app (`wsgi.multiprocess` when more than one).
     pub processes: usize,
+    /// `wsgi.multiprocess` even with one process (mod_wsgi's explicit `processes=1`).
+    pub multiprocess: bool,
     /// mod_wsgi's process group name (`""` outside daemon mode).
     pub process_group: String,
     /// mod_wsgi's application group name.
@@ -66,6 +68,7 @@ impl Default for EngineOptions {
         Self {
             threads: 1,
             processes: 1,
+            multiprocess: false,
             process_group: String::new(),
             application_group: String::new(),
             script_reloading: true,
@@ -201,7 +204,10 @@ fn environ_template<'py>(
     environ.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
     environ.set_item("wsgi.url_scheme", "http")?;
     environ.set_item("wsgi.multithread", options.threads > 1)?;
-    environ.set_item("wsgi.multiprocess", options.processes > 1)?;
+    environ.set_item(
+        "wsgi.multiprocess",
+        options.multiprocess || options.processes > 1,
+    )?;
     environ.set_item("wsgi.run_once", false)?;
     environ.set_item("wsgi.input_terminated", true)?;
     environ.set_item(

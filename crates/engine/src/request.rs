@@ -212,15 +212,20 @@ fn build_environ<'py>(
     let environ = engine.environ_template.bind(py).copy()?;
     let mut https = false;
     let mut request_start = None;
+    // Daemon mode: when the daemon took the request off its socket, and when its thread took it.
+    let (mut queue_start, mut daemon_start) = (None, None);
+    let micros = |value: &[u8]| {
+        std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
     for (key, value) in vars.iter() {
         if let Some(private) = key.strip_prefix("mod_wsgi.x-") {
             // The host's hints to the engine, never shown to the app (mod_wsgi's convention).
             match private {
-                "request_start_us" => {
-                    request_start = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                }
+                "request_start_us" => request_start = micros(value),
+                "queue_start_us" => queue_start = micros(value),
+                "daemon_start_us" => daemon_start = micros(value),
                 "apache_version" => {
                     let parts: Vec<u32> = String::from_utf8_lossy(value)
                         .split('.')
@@ -254,13 +259,20 @@ fn build_environ<'py>(
     environ.set_item(pyo3::intern!(py, "wsgi.errors"), Bound::new(py, errors)?)?;
     // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats; queue and daemon
     // instants are 0.0 outside daemon mode.
+    let seconds = |us: Option<u64>| us.map_or(0.0, |us| us as f64 / 1e6);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let arrived = request_start.map_or(now.as_secs_f64(), |us| us as f64 / 1e6);
     environ.set_item(pyo3::intern!(py, "mod_wsgi.request_start"), arrived)?;
-    environ.set_item(pyo3::intern!(py, "mod_wsgi.queue_start"), 0.0)?;
-    environ.set_item(pyo3::intern!(py, "mod_wsgi.daemon_start"), 0.0)?;
+    environ.set_item(
+        pyo3::intern!(py, "mod_wsgi.queue_start"),
+        seconds(queue_start),
+    )?;
+    environ.set_item(
+        pyo3::intern!(py, "mod_wsgi.daemon_start"),
+        seconds(daemon_start),
+    )?;
     environ.set_item(
         pyo3::intern!(py, "mod_wsgi.application_start"),
         now.as_secs_f64(),

@@ -34,6 +34,8 @@ pub(crate) struct Scoped {
     pub(crate) auth_group_script: Option<HookScript>,
     pub(crate) group_authoritative: Option<bool>,
     pub(crate) dispatch_script: Option<HookScript>,
+    /// `WSGIRestrictProcess`: the only process groups this section's applications may be sent to.
+    pub(crate) restrict_process: Option<Vec<String>>,
 }
 
 /// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: a script whose functions Apache's
@@ -69,6 +71,7 @@ impl Scoped {
             auth_group_script: pick(&base.auth_group_script, &add.auth_group_script),
             group_authoritative: pick(&base.group_authoritative, &add.group_authoritative),
             dispatch_script: pick(&base.dispatch_script, &add.dispatch_script),
+            restrict_process: pick(&base.restrict_process, &add.restrict_process),
             handler_scripts: add
                 .handler_scripts
                 .iter()
@@ -149,6 +152,8 @@ pub(crate) enum HashSeed {
 #[derive(Debug, Clone)]
 pub(crate) struct ImportScript {
     pub(crate) script: PathBuf,
+    /// The daemon process group that runs it (`""`: Apache's own children, embedded mode).
+    pub(crate) process_group: String,
     /// The group's name (`""`: the main interpreter).
     pub(crate) application_group: String,
 }
@@ -160,6 +165,12 @@ pub(crate) struct ServerConfig {
     pub(crate) python: PythonSettings,
     /// This server's own import scripts (each server's are run once, not merged into its vhosts).
     pub(crate) import_scripts: Vec<ImportScript>,
+    /// This server's own `WSGIDaemonProcess` groups (names are unique across all servers).
+    pub(crate) daemons: Vec<crate::daemon::DaemonGroup>,
+    /// `WSGISocketPrefix` (main server only): where the daemons' sockets go.
+    pub(crate) socket_prefix: Option<PathBuf>,
+    /// `WSGISocketRotation` (main server only).
+    pub(crate) socket_rotation: Option<bool>,
 }
 
 impl ServerConfig {
@@ -170,6 +181,9 @@ impl ServerConfig {
             // Interpreter settings are process-wide: only the main server's count.
             python: base.python.clone(),
             import_scripts: add.import_scripts.clone(),
+            daemons: add.daemons.clone(),
+            socket_prefix: base.socket_prefix.clone(),
+            socket_rotation: base.socket_rotation,
         }
     }
 }
@@ -252,13 +266,7 @@ pub(crate) fn apply(
         Name::ApplicationGroup => {
             scoped.application_group = Some(group_name(one(args)?, "application")?)
         }
-        Name::ProcessGroup => {
-            let name = group_name(one(args)?, "process")?;
-            if !name.is_empty() {
-                return Err(daemon_mode_refusal());
-            }
-            scoped.process_group = Some(name);
-        }
+        Name::ProcessGroup => scoped.process_group = Some(group_name(one(args)?, "process")?),
         Name::CallableObject => scoped.callable_object = Some(one(args)?.to_owned()),
         Name::PassAuthorization => scoped.pass_authorization = Some(flag(args)?),
         Name::ScriptReloading => scoped.script_reloading = Some(flag(args)?),
@@ -302,11 +310,47 @@ pub(crate) fn apply(
                 options,
             });
         }
-        Name::DaemonProcess
-        | Name::SocketPrefix
-        | Name::SocketRotation
-        | Name::AcceptMutex
-        | Name::RestrictProcess => return Err(daemon_mode_refusal()),
+        Name::DaemonProcess => {
+            let group = crate::daemon::options::parse(args, 0)?;
+            if server.daemons.iter().any(|g| g.name == group.name) {
+                return Err("Name duplicates previous WSGI daemon definition.".into());
+            }
+            server.daemons.push(group);
+        }
+        Name::SocketPrefix => server.socket_prefix = Some(PathBuf::from(one(args)?)),
+        Name::SocketRotation => {
+            server.socket_rotation = Some(
+                flag(args).map_err(|_| "WSGISocketRotation must be one of: Off | On".to_owned())?,
+            )
+        }
+        Name::AcceptMutex => {
+            // Daemon processes share one listening socket and the kernel hands each connection to
+            // one accepting thread, so no accept mutex is needed; the mechanism's name is checked.
+            match one(args)? {
+                "default" | "flock" | "fcntl" | "sysvsem" | "posixsem" | "pthread" => {}
+                other => {
+                    return Err(format!(
+                        "Accept mutex lock mechanism '{other}' is invalid. Valid accept mutex \
+                         mechanisms for this platform are: default, flock, fcntl, sysvsem, posixsem, \
+                         pthread."
+                    ))
+                }
+            }
+        }
+        Name::RestrictProcess => {
+            scoped.restrict_process = Some(
+                at_least_one(args)?
+                    .iter()
+                    .map(|g| {
+                        if g == "%{GLOBAL}" {
+                            String::new()
+                        } else {
+                            g.clone()
+                        }
+                    })
+                    .collect(),
+            )
+        }
         Name::AccessScript => scoped.access_script = Some(hook_script(args)?),
         Name::AuthUserScript => scoped.auth_user_script = Some(hook_script(args)?),
         Name::AuthGroupScript => scoped.auth_group_script = Some(hook_script(args)?),
@@ -330,12 +374,6 @@ pub(crate) fn apply(
         }
     }
     Ok(())
-}
-
-fn daemon_mode_refusal() -> String {
-    "daemon mode is not available yet in rwsgi's mod_wsgi.so; serve the application in embedded mode \
-     (remove the daemon-mode directives and options) until it is."
-        .to_owned()
 }
 
 fn one(args: &[String]) -> Result<&str, String> {
@@ -374,7 +412,7 @@ fn group_name(value: &str, what: &str) -> Result<String, String> {
 
 fn import_script(args: &[String]) -> Result<ImportScript, String> {
     let hook = hook_script(args)?;
-    let (Some(application_group), Some(_)) =
+    let (Some(application_group), Some(process_group)) =
         (hook.options.application_group, hook.options.process_group)
     else {
         return Err("must specify both process-group= and application-group= options.".into());
@@ -384,8 +422,14 @@ fn import_script(args: &[String]) -> Result<ImportScript, String> {
             "application-group={application_group} depends on a request; name the group, or use %{{GLOBAL}}."
         ));
     }
+    if process_group.starts_with("%{") {
+        return Err(format!(
+            "process-group={process_group} depends on a request; name the group, or use %{{GLOBAL}}."
+        ));
+    }
     Ok(ImportScript {
         script: hook.script,
+        process_group,
         application_group,
     })
 }
@@ -432,13 +476,7 @@ fn alias_options(words: &[String]) -> Result<AliasOptions, String> {
             "application-group" => {
                 options.application_group = Some(group_name(value, "application")?)
             }
-            "process-group" => {
-                let group = group_name(value, "process")?;
-                if !group.is_empty() {
-                    return Err(daemon_mode_refusal());
-                }
-                options.process_group = Some(group);
-            }
+            "process-group" => options.process_group = Some(group_name(value, "process")?),
             "callable-object" if !value.is_empty() => {
                 options.callable_object = Some(value.to_owned())
             }

@@ -133,14 +133,12 @@ pub(crate) fn handle(request: &mut Request<'_>) -> i32 {
         request.discard_body();
         return status::OK;
     }
-    if config.python.restrict_embedded.unwrap_or(false) {
-        request.log(
-            Level::Error,
-            "Embedded mode of mod_wsgi disabled by runtime configuration.",
-        );
-        return status::INTERNAL_SERVER_ERROR;
-    }
-    run(request, &settings, &target)
+    run(
+        request,
+        &settings,
+        &target,
+        config.python.restrict_embedded.unwrap_or(false),
+    )
 }
 
 /// The script of a `wsgi-script` request, checked as mod_wsgi checks it.
@@ -290,16 +288,11 @@ fn dispatch(
         }
     };
     if let Some(group) = ask("process_group")? {
-        if !group.is_empty() && group != "%{GLOBAL}" {
-            request.log(
-                Level::Error,
-                &format!(
-                    "Dispatch script chose process group '{group}', but daemon mode is not available yet \
-                     in rwsgi's mod_wsgi.so."
-                ),
-            );
-            return Err(status::INTERNAL_SERVER_ERROR);
-        }
+        settings.process_group = Some(if group == "%{GLOBAL}" {
+            String::new()
+        } else {
+            group
+        });
     }
     if let Some(group) = ask("application_group")? {
         settings.application_group = Some(if group == "%{GLOBAL}" {
@@ -314,7 +307,12 @@ fn dispatch(
     Ok(())
 }
 
-fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
+fn run(
+    request: &mut Request<'_>,
+    settings: &Scoped,
+    target: &Target,
+    restrict_embedded: bool,
+) -> i32 {
     let mut settings = settings.clone();
     let mut callable = target.callable.clone();
     if let Err(code) = dispatch(request, &mut settings, &mut callable) {
@@ -326,7 +324,11 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
         ..target.clone()
     };
     let application_group = group_for(request, settings.application_group.as_deref(), true);
-    let process_group = settings.process_group.clone().unwrap_or_default();
+    let process_group = group_for(request, settings.process_group.as_deref(), false);
+    let daemon = match daemon_for(request, settings, &process_group, restrict_embedded) {
+        Ok(daemon) => daemon,
+        Err(code) => return code,
+    };
     let key = AppKey {
         script: target.script.clone(),
         application_group: application_group.clone(),
@@ -343,6 +345,18 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
             handler_script: &target.handler_script,
         },
     );
+    let error_override = settings
+        .error_override
+        .unwrap_or(false)
+        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0)));
+    if let Some(plan) = daemon {
+        let mut vars = vars;
+        vars.set(
+            crate::daemon::process::SCRIPT_KEY,
+            target.script.as_os_str().as_encoded_bytes().to_vec(),
+        );
+        return crate::daemon::client::forward(request, &plan, &vars, error_override);
+    }
     let app = match python::application(&key, &process_group) {
         Ok(app) => app,
         Err(err) => {
@@ -351,10 +365,6 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
         }
     };
     let id = request.log_id().map(str::to_owned);
-    let error_override = settings
-        .error_override
-        .unwrap_or(false)
-        .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0)));
     let lease = request.lease();
     match lease.setup_body() {
         Ok(true) => {}
@@ -387,6 +397,53 @@ fn run(request: &mut Request<'_>, settings: &Scoped, target: &Target) -> i32 {
         return status::INTERNAL_SERVER_ERROR;
     }
     status::OK
+}
+
+/// The daemon group a request goes to (`None`: it runs here, embedded), or the error status mod_wsgi
+/// answers: an unknown group, one `WSGIRestrictProcess` forbids, or embedded mode turned off.
+fn daemon_for(
+    request: &Request<'_>,
+    settings: &Scoped,
+    process_group: &str,
+    restrict_embedded: bool,
+) -> Result<Option<crate::daemon::GroupPlan>, i32> {
+    if let Some(allowed) = &settings.restrict_process {
+        if !allowed.iter().any(|g| g == process_group) {
+            request.log(
+                Level::Error,
+                &format!(
+                    "mod_wsgi (pid={}): Daemon process called '{process_group}' cannot be accessed by \
+                     this WSGI application",
+                    std::process::id()
+                ),
+            );
+            return Err(status::INTERNAL_SERVER_ERROR);
+        }
+    }
+    if process_group.is_empty() {
+        if restrict_embedded {
+            request.log(
+                Level::Error,
+                "Embedded mode of mod_wsgi disabled by runtime configuration.",
+            );
+            return Err(status::INTERNAL_SERVER_ERROR);
+        }
+        return Ok(None);
+    }
+    match crate::daemon::find(process_group) {
+        Some(plan) => Ok(Some(plan)),
+        None => {
+            request.log(
+                Level::Error,
+                &format!(
+                    "mod_wsgi (pid={}): No WSGI daemon process called '{process_group}' has been \
+                     configured",
+                    std::process::id()
+                ),
+            );
+            Err(status::INTERNAL_SERVER_ERROR)
+        }
+    }
 }
 
 /// The application group's name as mod_wsgi gives it: `%{GLOBAL}` is the empty name; `%{RESOURCE}` is

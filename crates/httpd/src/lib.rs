@@ -11,12 +11,14 @@
 //! - [`auth`]: access, authentication and group scripts (`WSGIAccessScript`, `WSGIAuthUserScript`, …).
 //! - [`proxy`]: `WSGITrustedProxyHeaders`/`WSGITrustedProxies`, what a front-end proxy may say.
 //! - [`io`]: the engine's body reader and response sink over Apache's filters.
-//! - [`python`]: the interpreter of each Apache child process and its loaded applications.
+//! - [`python`]: the interpreter of each Apache child or daemon process and its loaded applications.
+//! - [`daemon`]: daemon mode: `WSGIDaemonProcess` groups, their processes, and handing requests to them.
 // The unit-test harness has no Apache to call the module's entry points, so most code is unreachable there.
 #![cfg_attr(test, allow(dead_code))]
 
 mod auth;
 mod config;
+mod daemon;
 mod directives;
 mod environ;
 mod ffi;

@@ -1,6 +1,6 @@
-//! Python in an Apache child process: started when the child starts (never in Apache's parent, so
-//! restarts leave nothing behind there), its applications loaded on first use and kept, and its exit
-//! hooks run when the child stops.
+//! Python in an Apache child process or a daemon process: started when the process starts (never in
+//! Apache's parent, so restarts leave nothing behind there), its applications loaded on first use and
+//! kept, and its exit hooks run when the process stops.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +22,9 @@ static CHILD: OnceLock<Result<Child, String>> = OnceLock::new();
 struct Child {
     threads: usize,
     processes: usize,
+    multiprocess: bool,
+    /// The daemon process group this process serves (`""`: an Apache child, embedded mode).
+    process_group: String,
     python_path: Vec<PathBuf>,
     restrictions: Restrictions,
     apps: Mutex<Apps>,
@@ -94,7 +97,62 @@ fn restrictions(settings: &PythonSettings) -> Restrictions {
 
 /// Starts Python in a new Apache child, as the main server's `WSGIPython*` directives say.
 pub(crate) fn child_init(server: &Server<'_>) {
-    let settings = &server.config().python;
+    let (threads, processes) = ffi::mpm_limits();
+    let settings = server.config().python.clone();
+    start(
+        server,
+        &settings,
+        Role {
+            threads,
+            processes,
+            multiprocess: processes > 1,
+            process_group: String::new(),
+        },
+    );
+}
+
+/// Starts Python in a daemon process of `group`: its `python-home` and `python-path` over the server's
+/// `WSGIPythonHome` and `WSGIPythonPath`. Whether it started is the answer.
+pub(crate) fn daemon_init(
+    server: &Server<'_>,
+    group: &crate::daemon::DaemonGroup,
+) -> Result<(), String> {
+    let mut settings = server.config().python.clone();
+    if group.python_home.is_some() {
+        settings.home = group.python_home.clone();
+    }
+    if !group.python_path.is_empty() {
+        settings.path = group.python_path.clone();
+    }
+    if group.switch_interval.is_some() {
+        settings.switch_interval = group.switch_interval;
+    }
+    start(
+        server,
+        &settings,
+        Role {
+            threads: group.threads,
+            processes: group.processes,
+            multiprocess: group.multiprocess,
+            process_group: group.name.clone(),
+        },
+    );
+    match CHILD.get() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(err)) => Err(err.clone()),
+        None => Err("Python was not started".into()),
+    }
+}
+
+/// How the process being started serves: its threads, and the group it belongs to.
+struct Role {
+    threads: usize,
+    processes: usize,
+    multiprocess: bool,
+    process_group: String,
+}
+
+fn start(server: &Server<'_>, settings: &PythonSettings, role: Role) {
     ffi::log_server(
         Some(server),
         Level::Info,
@@ -120,10 +178,11 @@ pub(crate) fn child_init(server: &Server<'_>) {
             &format!("mod_wsgi (pid={}): {err}", std::process::id()),
         );
     }
-    let (threads, processes) = ffi::mpm_limits();
     let _ = CHILD.set(started.map(|()| Child {
-        threads,
-        processes,
+        threads: role.threads,
+        processes: role.processes,
+        multiprocess: role.multiprocess,
+        process_group: role.process_group,
         python_path: settings.path.clone(),
         restrictions: restrictions(settings),
         apps: Mutex::new(Apps::default()),
@@ -131,22 +190,21 @@ pub(crate) fn child_init(server: &Server<'_>) {
     run_import_scripts(server);
 }
 
-/// `WSGIImportScript`: every server's scripts, each in its group, as the child starts.
+/// `WSGIImportScript`: every server's scripts for this process's group, each in its application group,
+/// as the process starts.
 fn run_import_scripts(main: &Server<'_>) {
     let Some(Ok(child)) = CHILD.get() else {
         return;
     };
     let mut server = Some(*main);
     while let Some(current) = server {
-        for import in &current.config().import_scripts {
+        let imports = current.config().import_scripts.iter();
+        for import in imports.filter(|i| i.process_group == child.process_group) {
             let result =
                 interpreter_for(child, &import.application_group).and_then(|interpreter| {
                     let options = EngineOptions {
-                        threads: child.threads,
-                        processes: child.processes,
-                        process_group: String::new(),
                         application_group: import.application_group.clone(),
-                        script_reloading: true,
+                        ..child.engine_options()
                     };
                     let run = || {
                         rwsgi_engine::install_mod_wsgi(&options)
@@ -180,6 +238,27 @@ fn run_import_scripts(main: &Server<'_>) {
     }
 }
 
+impl Child {
+    fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            threads: self.threads,
+            processes: self.processes,
+            multiprocess: self.multiprocess,
+            process_group: self.process_group.clone(),
+            application_group: String::new(),
+            script_reloading: true,
+        }
+    }
+
+    fn mode(&self) -> String {
+        if self.process_group.is_empty() {
+            "embedded mode".to_owned()
+        } else {
+            format!("daemon process group '{}'", self.process_group)
+        }
+    }
+}
+
 /// The interpreter of an application group, created now if it has none yet (`None`: the main one).
 fn interpreter_for(child: &Child, group: &str) -> Result<Option<Arc<SubInterpreter>>, LoadError> {
     if group.is_empty() {
@@ -190,7 +269,8 @@ fn interpreter_for(child: &Child, group: &str) -> Result<Option<Arc<SubInterpret
         return Ok(Some(Arc::clone(interpreter)));
     }
     log_info(&format!(
-        "Creating sub-interpreter '{group}' in embedded mode."
+        "Creating sub-interpreter '{group}' in {}.",
+        child.mode()
     ));
     let interpreter = SubInterpreter::new(group, &child.python_path, Arc::new(ApacheLog))
         .and_then(|interpreter| {
@@ -273,19 +353,19 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp
         callable: key.callable.clone(),
     };
     let options = EngineOptions {
-        threads: child.threads,
-        processes: child.processes,
         process_group: process_group.to_owned(),
         application_group: key.application_group.clone(),
         script_reloading: key.script_reloading,
+        ..child.engine_options()
     };
     log_info(&format!(
-        "Loading WSGI script '{}' into {} in embedded mode.",
+        "Loading WSGI script '{}' into {} in {}.",
         key.script.display(),
         match &interpreter {
             Some(_) => format!("sub-interpreter '{}'", key.application_group),
             None => "main interpreter".to_owned(),
-        }
+        },
+        child.mode()
     ));
     let load = || Engine::load(&spec, &options, Arc::new(ApacheLog));
     interp::keep_thread_state();

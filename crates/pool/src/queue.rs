@@ -79,6 +79,8 @@ pub type Serve = Arc<dyn Fn(&dyn RequestSource) + Send + Sync>;
 pub struct PoolOptions {
     /// Python threads.
     pub threads: usize,
+    /// Their stack size (the platform's default if `None`).
+    pub stack_size: Option<usize>,
     /// Retire the process after this many requests.
     pub recycle: Option<Recycle>,
     /// A request that waited longer than this in the queue is not run ...
@@ -127,6 +129,7 @@ impl Queue {
             queue_timeout,
             expired,
             names,
+            ..
         } = options;
         Self {
             state: Mutex::default(),
@@ -462,23 +465,26 @@ pub struct Closed;
 impl Pool {
     /// Starts the threads; each runs `serve` over the queue (it returns when the queue closes).
     pub fn start(options: PoolOptions, serve: Serve) -> std::io::Result<Self> {
-        let threads = options.threads;
+        let (threads, stack_size) = (options.threads, options.stack_size);
         let queue = Arc::new(Queue::new(options));
         let mut handles = (0..threads)
             .map(|i| {
                 let serve = Arc::clone(&serve);
                 let queue = Arc::clone(&queue);
-                std::thread::Builder::new()
-                    .name(format!("rwsgi-python-{i}"))
-                    .spawn(move || {
-                        WORKER.set(Some(i));
-                        let ident = rwsgi_engine::current_thread_ident();
-                        queue.workers[i]
-                            .python_ident
-                            .store(ident, Ordering::Release);
-                        queue.workers[i].tid.store(current_tid(), Ordering::Release);
-                        serve(&*queue);
-                    })
+                let builder = std::thread::Builder::new().name(format!("rwsgi-python-{i}"));
+                match stack_size {
+                    Some(size) => builder.stack_size(size),
+                    None => builder,
+                }
+                .spawn(move || {
+                    WORKER.set(Some(i));
+                    let ident = rwsgi_engine::current_thread_ident();
+                    queue.workers[i]
+                        .python_ident
+                        .store(ident, Ordering::Release);
+                    queue.workers[i].tid.store(current_tid(), Ordering::Release);
+                    serve(&*queue);
+                })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         let watchdog = Arc::clone(&queue);

@@ -10,6 +10,7 @@
 //! [`RequestLease`], which the handler revokes before it returns.
 
 pub(crate) mod bindings;
+mod daemons;
 mod module;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -43,6 +44,9 @@ pub(crate) mod status {
     pub(crate) const LENGTH_REQUIRED: i32 = sys::HTTP_LENGTH_REQUIRED as i32;
     pub(crate) const NOT_IMPLEMENTED: i32 = sys::HTTP_NOT_IMPLEMENTED as i32;
     pub(crate) const INTERNAL_SERVER_ERROR: i32 = sys::HTTP_INTERNAL_SERVER_ERROR as i32;
+    pub(crate) const BAD_GATEWAY: i32 = sys::HTTP_BAD_GATEWAY as i32;
+    pub(crate) const SERVICE_UNAVAILABLE: i32 = sys::HTTP_SERVICE_UNAVAILABLE as i32;
+    pub(crate) const GATEWAY_TIME_OUT: i32 = sys::HTTP_GATEWAY_TIME_OUT as i32;
 }
 
 /// Log levels of Apache's error log.
@@ -104,9 +108,11 @@ unsafe fn pool_str(pool: *mut sys::apr_pool_t, bytes: &[u8]) -> *mut c_char {
 /// Writes one line to Apache's error log for `server` (the main server when `None`).
 pub(crate) fn log_server(server: Option<&Server<'_>>, level: Level, message: &str) {
     let message = c_string(message);
-    let server = server.map_or(std::ptr::null(), |s| s.raw.as_ptr().cast_const());
+    // SAFETY: Apache's main server once the configuration is read, null before; read, never written.
+    let main = unsafe { sys::ap_server_conf }.cast_const();
+    let server = server.map_or(main, |s| s.raw.as_ptr().cast_const());
     // SAFETY: the format is a literal "%s" with one NUL-terminated argument; a null server is allowed and
-    // means the main server's log (or stderr before it is open).
+    // means stderr, before the log is open. The main server's log level applies to its messages.
     unsafe {
         sys::ap_log_error_(
             c"mod_wsgi".as_ptr(),

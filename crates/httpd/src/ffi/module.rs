@@ -414,12 +414,13 @@ unsafe extern "C" fn check_authorization(
     }
 }
 
-/// Adds `mod_wsgi/VERSION Python/X.Y` to the Server header and SERVER_SOFTWARE, as the C module does.
+/// Adds `mod_wsgi/VERSION Python/X.Y` to the Server header and SERVER_SOFTWARE, as the C module does,
+/// and starts the daemon process groups.
 unsafe extern "C" fn post_config(
     pconf: *mut sys::apr_pool_t,
     _plog: *mut sys::apr_pool_t,
     _ptemp: *mut sys::apr_pool_t,
-    _server: *mut sys::server_rec,
+    server: *mut sys::server_rec,
 ) -> c_int {
     let (major, minor, micro) = rwsgi_engine::MOD_WSGI_API_VERSION;
     let component = format!(
@@ -429,6 +430,15 @@ unsafe extern "C" fn post_config(
     for word in component.split(' ') {
         // SAFETY: the config pool is live; Apache keeps the pool copy made here.
         unsafe { sys::ap_add_version_component(pconf, super::pool_str(pconf, word.as_bytes())) };
+    }
+    // SAFETY: Apache's parent, in post_config, with its live pool and main server.
+    let started = catch_unwind(AssertUnwindSafe(|| unsafe {
+        super::daemons::start(pconf, server)
+    }))
+    .unwrap_or_else(|_| Err("mod_wsgi: starting the daemon processes failed".into()));
+    if let Err(err) = started {
+        super::log_server(None, super::Level::Error, &err);
+        return sys::HTTP_INTERNAL_SERVER_ERROR as c_int;
     }
     sys::OK as c_int
 }

@@ -1,0 +1,480 @@
+//! Daemon processes, from Apache's parent: their sockets, forking them, restarting the ones that die,
+//! and stopping a generation's when Apache restarts or stops.
+//!
+//! Apache's parent never runs Python. In `post_config` (the real pass, not the dry run before it) it
+//! makes each group's listening socket, publishes the groups for the children it is about to fork, and
+//! forks each group's processes; each new process leaves Apache's code at once for
+//! [`crate::daemon::process::run`] and never returns. APR's "other child" registry tells the parent when
+//! one dies (it starts another in its slot) and forgets them with the configuration pool; that pool's
+//! cleanup asks the generation's daemons to stop.
+//!
+//! A socket outlives generations while its group keeps its name, number and user: on a graceful
+//! restart the old daemons stop taking connections and the new ones take them from the same socket,
+//! so nothing queued there is lost.
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::bindings as sys;
+use super::{log_server, Level, Server};
+use crate::daemon::{self, GroupPlan, Plan};
+
+/// The parent's view of its daemons.
+struct Parent {
+    pid: u32,
+    /// Every group socket, by path, kept across generations.
+    sockets: HashMap<PathBuf, UnixListener>,
+    generation: Option<Generation>,
+}
+
+/// This configuration's daemons.
+struct Generation {
+    pconf: *mut sys::apr_pool_t,
+    server: *mut sys::server_rec,
+    plan: Arc<Plan>,
+    /// Boxed: APR holds a pointer to each slot's `apr_proc_t`, and the slot's address is the
+    /// registration's key, so a slot must not move when the vector does.
+    #[allow(clippy::vec_box)]
+    slots: Vec<Box<Slot>>,
+}
+
+// SAFETY: the raw pointers are Apache's configuration pool and main server, which live as long as the
+// generation; the parent is single-threaded, and the mutex only satisfies the static's requirements.
+unsafe impl Send for Parent {}
+
+/// One daemon process of a group.
+struct Slot {
+    group: usize,
+    process: sys::apr_proc_t,
+    started: Option<Instant>,
+}
+
+static PARENT: Mutex<Option<Parent>> = Mutex::new(None);
+
+/// `post_config`: starts this configuration's daemon groups. An error stops Apache's start-up.
+///
+/// # Safety
+/// Called from Apache's parent in `post_config` with its live configuration pool and main server.
+pub(super) unsafe fn start(
+    pconf: *mut sys::apr_pool_t,
+    server: *mut sys::server_rec,
+) -> Result<(), String> {
+    // SAFETY: a plain query of Apache's state.
+    let state = unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE as c_int) };
+    if state == sys::AP_SQ_MS_CREATE_PRE_CONFIG as c_int {
+        // The dry run before Apache detaches: no processes yet.
+        return Ok(());
+    }
+    // SAFETY: the main server is live for the configuration's life (caller's contract).
+    let Some(main) = (unsafe { Server::from_raw(server) }) else {
+        return Ok(());
+    };
+    let groups = collect_groups(&main)?;
+    // SAFETY: mod_unixd's record, filled in from `User`/`Group` before post_config.
+    let (apache_uid, apache_gid) =
+        unsafe { (sys::ap_unixd_config.user_id, sys::ap_unixd_config.group_id) };
+    // SAFETY: the main server is live.
+    let apache_timeout =
+        Duration::from_micros(u64::try_from(unsafe { (*server).timeout }).unwrap_or(0));
+    // SAFETY: the pool is live.
+    let prefix = unsafe { socket_prefix(pconf, &main) };
+    let pid = std::process::id();
+    let mut plan = Plan::new();
+    for group in groups {
+        let (uid, gid, supplementary) = daemon::resolve_identity(&group, apache_uid, apache_gid)?;
+        let socket = PathBuf::from(format!(
+            "{}.{pid}.u{uid}.{}.sock",
+            prefix.display(),
+            group.id
+        ));
+        plan.push(GroupPlan {
+            group,
+            uid,
+            gid,
+            groups: supplementary,
+            socket,
+            apache_timeout,
+        });
+    }
+    let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
+    let parent = parent.get_or_insert_with(|| Parent {
+        pid,
+        sockets: HashMap::new(),
+        generation: None,
+    });
+    keep_sockets(parent, &plan, apache_uid)?;
+    daemon::publish(plan.clone());
+    let plan = Arc::new(plan);
+    let slots = plan
+        .iter()
+        .enumerate()
+        .flat_map(|(group, p)| (0..p.group.processes).map(move |_| group))
+        .map(|group| {
+            Box::new(Slot {
+                group,
+                process: sys::apr_proc_t::default(),
+                started: None,
+            })
+        })
+        .collect();
+    parent.generation = Some(Generation {
+        pconf,
+        server,
+        plan,
+        slots,
+    });
+    let Parent {
+        sockets,
+        generation: Some(generation),
+        ..
+    } = parent
+    else {
+        return Ok(());
+    };
+    for index in 0..generation.slots.len() {
+        // SAFETY: the generation's pool and server are live; the parent is single-threaded.
+        unsafe { spawn(generation, index, sockets) };
+    }
+    // SAFETY: the pool is live; the cleanup runs when it is cleared (restart) or destroyed (stop).
+    unsafe {
+        sys::apr_pool_cleanup_register(
+            pconf,
+            std::ptr::null_mut(),
+            Some(stop_generation),
+            Some(sys::apr_pool_cleanup_null),
+        );
+    }
+    Ok(())
+}
+
+/// Every server's groups, numbered; a name may be used once in the whole configuration.
+fn collect_groups(main: &Server<'_>) -> Result<Vec<daemon::DaemonGroup>, String> {
+    let mut groups: Vec<daemon::DaemonGroup> = Vec::new();
+    let mut server = Some(*main);
+    while let Some(current) = server {
+        for group in &current.config().daemons {
+            if groups.iter().any(|g| g.name == group.name) {
+                return Err(format!(
+                    "WSGIDaemonProcess: name '{}' duplicates a previous WSGI daemon definition.",
+                    group.name
+                ));
+            }
+            let mut group = group.clone();
+            group.id = groups.len() + 1;
+            groups.push(group);
+        }
+        server = current.next();
+    }
+    Ok(groups)
+}
+
+/// `WSGISocketPrefix` (relative to ServerRoot), or `wsgi` in Apache's runtime directory.
+///
+/// # Safety
+/// `pconf` is live.
+unsafe fn socket_prefix(pconf: *mut sys::apr_pool_t, main: &Server<'_>) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    let relative = |path: *const std::ffi::c_char| {
+        // SAFETY: Apache returns a pool string or null.
+        unsafe { super::opt_bytes(path) }.map(|b| PathBuf::from(std::ffi::OsStr::from_bytes(b)))
+    };
+    match &main.config().socket_prefix {
+        Some(prefix) => {
+            let c = super::c_string(&prefix.to_string_lossy());
+            // SAFETY: the pool is live and the name NUL-terminated.
+            relative(unsafe { sys::ap_server_root_relative(pconf, c.as_ptr()) })
+                .unwrap_or_else(|| prefix.clone())
+        }
+        // SAFETY: as above.
+        None => relative(unsafe { sys::ap_runtime_dir_relative(pconf, c"wsgi".as_ptr()) })
+            .unwrap_or_else(|| PathBuf::from("/var/run/apache2/wsgi")),
+    }
+}
+
+/// Makes the sockets this plan needs (keeping those it shares with the last generation) and closes
+/// and removes the others.
+fn keep_sockets(parent: &mut Parent, plan: &Plan, apache_uid: u32) -> Result<(), String> {
+    let wanted: Vec<&Path> = plan.iter().map(|p| p.socket.as_path()).collect();
+    parent.sockets.retain(|path, _| {
+        let keep = wanted.contains(&path.as_path());
+        if !keep {
+            let _ = std::fs::remove_file(path);
+        }
+        keep
+    });
+    for group in plan {
+        if parent.sockets.contains_key(&group.socket) {
+            continue;
+        }
+        let owner = daemon::socket_owner(&group.group, apache_uid)?;
+        let listener = listen(&group.socket, group.group.listen_backlog, owner).map_err(|err| {
+            format!(
+                "mod_wsgi: cannot create the socket '{}' of WSGI daemon process '{}': {err}",
+                group.socket.display(),
+                group.group.name
+            )
+        })?;
+        parent.sockets.insert(group.socket.clone(), listener);
+    }
+    Ok(())
+}
+
+fn listen(path: &Path, backlog: u32, owner: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A socket left by an Apache that did not stop cleanly.
+    let _ = std::fs::remove_file(path);
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    // Only Apache's children (running as `User`, or `socket-user`) may connect.
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(owner)), None)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(socket.into())
+}
+
+/// Forks the daemon for slot `index`; in the new process, runs it and exits.
+///
+/// # Safety
+/// Apache's parent, single-threaded, with the generation's pool and server live.
+unsafe fn spawn(
+    generation: &mut Generation,
+    index: usize,
+    sockets: &HashMap<PathBuf, UnixListener>,
+) {
+    let plan = &generation.plan;
+    let slot = &mut generation.slots[index];
+    let group_plan = &plan[slot.group];
+    let Some(listener) = sockets.get(&group_plan.socket) else {
+        return;
+    };
+    let backoff = slot
+        .started
+        .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+    slot.started = Some(Instant::now());
+    // SAFETY: the pool is live; the slot's `apr_proc_t` is boxed and outlives the registration.
+    let status = unsafe { sys::apr_proc_fork(&mut slot.process, generation.pconf) };
+    match status as u32 {
+        sys::APR_INCHILD => {
+            // SAFETY: the new process is single-threaded and about to leave Apache for good.
+            unsafe { become_daemon(group_plan, listener.as_raw_fd(), generation.server, backoff) }
+        }
+        sys::APR_INPARENT => {
+            let data = std::ptr::from_mut::<Slot>(slot).cast::<c_void>();
+            // SAFETY: the slot is boxed and lives in the generation until the pool's cleanup, when
+            // APR drops the registration itself.
+            unsafe {
+                sys::apr_proc_other_child_register(
+                    &mut slot.process,
+                    Some(maintain),
+                    data,
+                    std::ptr::null_mut(),
+                    generation.pconf,
+                )
+            };
+        }
+        _ => log_server(
+            None,
+            Level::Error,
+            &format!(
+                "mod_wsgi (pid={}): Couldn't spawn process '{}' (status {status}).",
+                std::process::id(),
+                group_plan.group.name
+            ),
+        ),
+    }
+}
+
+/// The new daemon process: leaves Apache's signal handling and listeners behind, takes its display
+/// name and priority, runs, and exits without returning into Apache.
+///
+/// # Safety
+/// Called once, in the child of `apr_proc_fork`, single-threaded; `server` is the live main server.
+unsafe fn become_daemon(
+    plan: &GroupPlan,
+    listener_fd: c_int,
+    server: *mut sys::server_rec,
+    backoff: bool,
+) -> ! {
+    // SAFETY: restoring default dispositions and an empty mask in a single-threaded process.
+    unsafe {
+        for signal in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGWINCH,
+            libc::SIGCHLD,
+        ] {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+        // Writes to a closed connection must fail, not kill the daemon.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut empty = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        sys::ap_close_listeners();
+    }
+    // SAFETY: the main server and its process record live for the whole process.
+    unsafe { set_display_name(plan, server) };
+    if plan.group.cpu_priority != 0 {
+        // SAFETY: a plain system call on this process.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, plan.group.cpu_priority) };
+    }
+    // SAFETY: the parent's listening socket, inherited: duplicated so this process owns its copy.
+    let fd = unsafe { libc::dup(listener_fd) };
+    if fd < 0 {
+        // SAFETY: ends this forked process without returning into Apache.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: `fd` was just duplicated and is owned by nothing else.
+    let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: the main server lives for the whole process.
+    let code = match unsafe { Server::from_raw(server) } {
+        Some(server) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            daemon::process::run(daemon::process::Start {
+                plan: plan.clone(),
+                listener,
+                server,
+                backoff,
+            })
+        }))
+        .unwrap_or(70),
+        None => 1,
+    };
+    // SAFETY: ends the process without running Apache's exit handlers, which belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// `display-name`: what `ps` shows for the daemon (`%{GROUP}` is `(wsgi:NAME)`), written over the
+/// process's argument area as mod_wsgi does, and as the thread name `top` shows.
+///
+/// # Safety
+/// Single-threaded; `server` is the live main server.
+unsafe fn set_display_name(plan: &GroupPlan, server: *mut sys::server_rec) {
+    let Some(name) = &plan.group.display_name else {
+        return;
+    };
+    let name = if name == "%{GROUP}" {
+        format!("(wsgi:{})", plan.group.name)
+    } else {
+        name.clone()
+    };
+    if let Ok(short) =
+        std::ffi::CString::new(name.as_bytes().iter().take(15).copied().collect::<Vec<_>>())
+    {
+        let _ = nix::sys::prctl::set_name(&short);
+    }
+    // SAFETY: the process record and its argv are Apache's, live for the process; the arguments are
+    // laid out one after another, so the area from the first to the end of the last is writable.
+    unsafe {
+        let process = (*server).process;
+        if process.is_null() || (*process).argc < 1 || (*process).argv.is_null() {
+            return;
+        }
+        let argv = (*process).argv;
+        let first = *argv;
+        let last = *argv.add(((*process).argc - 1) as usize);
+        if first.is_null() || last.is_null() {
+            return;
+        }
+        let end = last.add(libc::strlen(last));
+        let area = usize::try_from(end.offset_from(first)).unwrap_or(0);
+        if area == 0 {
+            return;
+        }
+        let bytes = name.as_bytes();
+        let n = bytes.len().min(area);
+        let target = first.cast_mut().cast::<u8>();
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), target, n);
+        std::ptr::write_bytes(target.add(n), 0, area + 1 - n);
+    }
+}
+
+/// APR's callback for a registered daemon: one that died is started again, unless Apache is stopping.
+unsafe extern "C" fn maintain(reason: c_int, data: *mut c_void, _status: c_int) {
+    let reason = reason as u32;
+    if reason != sys::APR_OC_REASON_DEATH && reason != sys::APR_OC_REASON_LOST {
+        return;
+    }
+    // SAFETY: `data` is the registration's key, which APR is done with once the process is gone.
+    unsafe { sys::apr_proc_other_child_unregister(data) };
+    let mut mpm_state: c_int = 0;
+    // SAFETY: a plain query of the MPM's state.
+    unsafe { sys::ap_mpm_query(sys::AP_MPMQ_MPM_STATE as c_int, &mut mpm_state) };
+    if mpm_state == sys::AP_MPMQ_STOPPING as c_int {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Parent {
+            sockets,
+            generation: Some(generation),
+            ..
+        }) = parent.as_mut()
+        else {
+            return;
+        };
+        let Some(index) = generation
+            .slots
+            .iter()
+            .position(|slot| std::ptr::eq(&**slot, data.cast::<Slot>()))
+        else {
+            return;
+        };
+        let slot = &generation.slots[index];
+        // SAFETY: the generation's main server is live.
+        let server = unsafe { Server::from_raw(generation.server) };
+        log_server(
+            server.as_ref(),
+            Level::Info,
+            &format!(
+                "mod_wsgi (pid={}): Process '{}' has died, deregister and restart it.",
+                slot.process.pid, generation.plan[slot.group].group.name
+            ),
+        );
+        // SAFETY: Apache's parent, single-threaded; the generation's pool and server are live.
+        unsafe { spawn(generation, index, sockets) };
+    });
+}
+
+/// The configuration pool's cleanup: the generation's daemons are asked to stop (Apache restarts or
+/// stops); a restart's `post_config` starts the next generation's.
+unsafe extern "C" fn stop_generation(_data: *mut c_void) -> sys::apr_status_t {
+    let _ = std::panic::catch_unwind(|| {
+        let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(parent) = parent.as_mut() else {
+            return;
+        };
+        // Apache's children share the pool's cleanups but not its daemons.
+        if parent.pid != std::process::id() {
+            return;
+        }
+        // SAFETY: a plain query of Apache's state.
+        let state = unsafe { sys::ap_state_query(sys::AP_SQ_MAIN_STATE as c_int) };
+        if state == sys::AP_SQ_MS_EXITING as c_int {
+            // Apache is stopping, not restarting: no generation will use the sockets again.
+            for path in parent.sockets.keys() {
+                let _ = std::fs::remove_file(path);
+            }
+            parent.sockets.clear();
+        }
+        let Some(generation) = parent.generation.take() else {
+            return;
+        };
+        for slot in &generation.slots {
+            if slot.process.pid > 0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(slot.process.pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+    });
+    0
+}
