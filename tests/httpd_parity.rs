@@ -43,6 +43,9 @@ const PRESENCE_ONLY: &[&str] = &[
     "mod_wsgi.thread_id",
     // Each implementation reports its own version.
     "mod_wsgi.version",
+    // Daemon mode: clock readings taken when the daemon accepted the request and when a thread took it.
+    "mod_wsgi.queue_start",
+    "mod_wsgi.daemon_start",
 ];
 
 /// What a chain of proxies adds, with spoofing attempts among it.
@@ -370,15 +373,32 @@ fn report(differences: &[(&str, String)], cases: &[&str]) -> String {
 
 #[test]
 fn environ_matches_the_c_mod_wsgi() {
+    assert_same_as_c_module(BODY, "");
+}
+
+/// The same requests and config in daemon mode: the environ Apache builds travels to the daemon, which
+/// must show the app what the C module's daemon shows it.
+#[test]
+fn daemon_mode_environ_matches_the_c_mod_wsgi() {
+    assert_same_as_c_module(
+        &format!(
+        "WSGIDaemonProcess parity threads=4 display-name=%{{GROUP}}\nWSGIProcessGroup parity\n{BODY}"
+        ),
+        "parity",
+    );
+}
+
+/// Both modules answer every case alike, and the apps ran in `process_group` (`""`: embedded).
+fn assert_same_as_c_module(body: &str, process_group: &str) {
     let c_module = c_module();
     let (reference, ours) = std::thread::scope(|scope| {
         let reference = scope.spawn(|| {
             Apache::start_with(Setup {
                 module: c_module.clone(),
-                ..Setup::new(BODY)
+                ..Setup::new(body)
             })
         });
-        let ours = scope.spawn(|| Apache::start(BODY));
+        let ours = scope.spawn(|| Apache::start(body));
         (reference.join().unwrap(), ours.join().unwrap())
     });
     let cases = cases();
@@ -388,6 +408,13 @@ fn environ_matches_the_c_mod_wsgi() {
         match (observe(&reference, raw), observe(&ours, raw)) {
             (Ok(c), Ok(mine)) => {
                 if *case == "plain" {
+                    for side in [&c, &mine] {
+                        let group = side
+                            .environ
+                            .as_ref()
+                            .map(|e| e["mod_wsgi.process_group"].clone());
+                        assert_eq!(group, Some(Value::from(process_group)), "the process group");
+                    }
                     for key in PRESENCE_ONLY {
                         let value =
                             |o: &Observed| o.environ.as_ref().and_then(|e| e.get(*key)).cloned();

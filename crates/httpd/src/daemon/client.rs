@@ -117,13 +117,21 @@ enum Failure {
     ClientGone,
 }
 
-/// Connects to the group's socket, retrying while its daemons start (or restart) until `connect-timeout`.
+/// Connects to the group's socket, retrying while its daemons start (or restart), or while its backlog
+/// is full, until `connect-timeout`. A full backlog fails the attempt rather than waiting in it, so the
+/// timeout holds.
 fn connect(plan: &GroupPlan) -> io::Result<UnixStream> {
+    let address = socket2::SockAddr::unix(&plan.socket)?;
     let deadline = Instant::now() + plan.group.connect_timeout;
     let mut pause = Duration::from_millis(5);
     loop {
-        match UnixStream::connect(&plan.socket) {
-            Ok(stream) => return Ok(stream),
+        let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&address) {
+            Ok(()) => {
+                socket.set_nonblocking(false)?;
+                return Ok(socket.into());
+            }
             Err(err) if Instant::now() + pause > deadline => return Err(err),
             Err(_) => {
                 std::thread::sleep(pause);
