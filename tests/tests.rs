@@ -6,6 +6,7 @@ mod cli;
 mod environ;
 mod frameworks;
 mod httpd;
+mod httpd_daemon;
 mod httpd_parity;
 mod input;
 mod mod_wsgi_api;

@@ -312,6 +312,9 @@ pub(crate) fn apply(
         }
         Name::DaemonProcess => {
             let group = crate::daemon::options::parse(args, 0)?;
+            // Names are checked now, so a typo fails `apachectl configtest` too; the daemons resolve
+            // them again when they start, with Apache's own User and Group as the defaults.
+            crate::daemon::resolve_identity(&group, 0, 0)?;
             if server.daemons.iter().any(|g| g.name == group.name) {
                 return Err("Name duplicates previous WSGI daemon definition.".into());
             }

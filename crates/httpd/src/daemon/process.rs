@@ -119,8 +119,9 @@ fn serve(start: Start<'_>) -> Result<(), String> {
         ),
     );
     python::daemon_init(&server, group)?;
+    // To the process, not this thread (as `raise` would): only the main thread takes the signal.
     let retire: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
-        let _ = nix::sys::signal::raise(RETIRE);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), RETIRE);
     });
     let pool = Pool::start(
         PoolOptions {

@@ -10,7 +10,9 @@
 //!
 //! A socket outlives generations while its group keeps its name, number and user: on a graceful
 //! restart the old daemons stop taking connections and the new ones take them from the same socket,
-//! so nothing queued there is lost.
+//! so nothing queued there is lost. Apache unloads and reloads this library on every restart, which
+//! resets its statics, so the sockets' descriptors are also noted in the process pool's user data,
+//! which lives as long as Apache does, and taken back from there after a reload.
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
@@ -101,13 +103,18 @@ pub(super) unsafe fn start(
             apache_timeout,
         });
     }
+    // SAFETY: the main server's process record and its pool live as long as Apache.
+    let process_pool = unsafe { (*(*server).process).pool };
     let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
     let parent = parent.get_or_insert_with(|| Parent {
         pid,
-        sockets: HashMap::new(),
+        // SAFETY: the process pool is live; its notes were written by an earlier load of this library.
+        sockets: unsafe { remembered_sockets(process_pool) },
         generation: None,
     });
     keep_sockets(parent, &plan, apache_uid)?;
+    // SAFETY: as above.
+    unsafe { remember_sockets(process_pool, &parent.sockets) };
     daemon::publish(plan.clone());
     let plan = Arc::new(plan);
     let slots = plan
@@ -194,6 +201,65 @@ unsafe fn socket_prefix(pconf: *mut sys::apr_pool_t, main: &Server<'_>) -> PathB
         None => relative(unsafe { sys::ap_runtime_dir_relative(pconf, c"wsgi".as_ptr()) })
             .unwrap_or_else(|| PathBuf::from("/var/run/apache2/wsgi")),
     }
+}
+
+/// The process pool's note of the group sockets: `FD PATH` lines.
+const SOCKETS_NOTE: &std::ffi::CStr = c"rwsgi:mod_wsgi:daemon-sockets";
+
+/// Notes the sockets' descriptors where the next load of this library finds them.
+///
+/// # Safety
+/// `pool` is Apache's live process pool.
+unsafe fn remember_sockets(pool: *mut sys::apr_pool_t, sockets: &HashMap<PathBuf, UnixListener>) {
+    let note: String = sockets
+        .iter()
+        .map(|(path, listener)| format!("{} {}\n", listener.as_raw_fd(), path.display()))
+        .collect();
+    // SAFETY: the copy is the pool's, so it outlives this library; the key is a static string.
+    unsafe {
+        let copy = super::pool_str(pool, note.as_bytes());
+        sys::apr_pool_userdata_setn(copy.cast(), SOCKETS_NOTE.as_ptr(), None, pool);
+    }
+}
+
+/// The sockets an earlier load of this library made, still open in this process. A descriptor is
+/// taken only if it is a socket listening at the noted path.
+///
+/// # Safety
+/// `pool` is Apache's live process pool.
+unsafe fn remembered_sockets(pool: *mut sys::apr_pool_t) -> HashMap<PathBuf, UnixListener> {
+    let mut note: *mut c_void = std::ptr::null_mut();
+    // SAFETY: reads the pool's note, a NUL-terminated pool string if present.
+    let text = unsafe {
+        sys::apr_pool_userdata_get(&mut note, SOCKETS_NOTE.as_ptr(), pool);
+        super::opt_str(note.cast())
+    };
+    let mut sockets = HashMap::new();
+    for line in text.unwrap_or_default().lines() {
+        let Some((fd, path)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(fd) = fd.parse::<c_int>() else {
+            continue;
+        };
+        // SAFETY: probing a descriptor number; a closed one answers -1.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            continue;
+        }
+        // SAFETY: the descriptor is open and was this library's socket; it is checked before it is kept.
+        let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let bound = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned));
+        if bound.as_deref() == Some(Path::new(path)) {
+            sockets.insert(PathBuf::from(path), listener);
+        } else {
+            // Not ours (the number was reused): leave it open for whoever owns it.
+            std::mem::forget(listener);
+        }
+    }
+    sockets
 }
 
 /// Makes the sockets this plan needs (keeping those it shares with the last generation) and closes

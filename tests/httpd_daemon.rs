@@ -1,0 +1,351 @@
+// mod_wsgi.so's daemon mode in a real Apache: WSGIDaemonProcess groups, their processes' lives (killed,
+// recycled, timed out, replaced on graceful), and the answers Apache gives when a daemon cannot.
+
+use std::time::{Duration, Instant};
+
+use crate::support::apache::*;
+use crate::support::*;
+
+const ACCESS: &str = "<Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n";
+
+/// One group `site` serving daemon_probe.py at /, with the group's extra options.
+fn one_group(options: &str) -> Apache {
+    Apache::start(&format!(
+        "WSGIDaemonProcess site {options}\n\
+         WSGIScriptAlias / @REPO@/tests/apps/daemon_probe.py process-group=site application-group=%{{GLOBAL}}\n\
+         {ACCESS}"
+    ))
+}
+
+fn pid_of(response: &Response) -> u64 {
+    response.json()["pid"].as_u64().expect("a pid")
+}
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// Asks until a daemon other than `old` answers 200 (bounded), and returns its pid.
+fn wait_for_new_daemon(apache: &Apache, old: u64) -> u64 {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let response = apache.get("/");
+        if response.status == 200 && pid_of(&response) != old {
+            return pid_of(&response);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new daemon replaced {old}:\n{}",
+            apache.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_groups_with_their_own_threads_and_python_home_serve_two_apps() {
+    let venv = venv();
+    let mut apache = Apache::start(&format!(
+        "WSGIDaemonProcess one threads=3 display-name=%{{GROUP}}\n\
+         WSGIDaemonProcess two processes=1 threads=5 python-home={venv} lang=C.UTF-8 home=/tmp\n\
+         WSGIScriptAlias /one @REPO@/tests/apps/daemon_probe.py process-group=one application-group=%{{GLOBAL}}\n\
+         WSGIScriptAlias /two @REPO@/tests/apps/daemon_probe.py process-group=two\n\
+         {ACCESS}",
+        venv = venv.display()
+    ));
+    let one = apache.get("/one").json();
+    let two = apache.get("/two").json();
+    assert_eq!(one["process_group"], "one", "{}", apache.error_log());
+    assert_eq!(two["process_group"], "two");
+    assert_eq!(
+        (one["threads"].as_u64(), two["threads"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(one["multithread"], true);
+    // processes=1 given explicitly makes wsgi.multiprocess true, as mod_wsgi documents.
+    assert_eq!(
+        (one["multiprocess"].as_bool(), two["multiprocess"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert_eq!(two["prefix"].as_str(), Some(&*venv.display().to_string()));
+    assert_ne!(one["prefix"], two["prefix"]);
+    assert_eq!(one["application_group"], "");
+    assert!(
+        two["application_group"]
+            .as_str()
+            .unwrap()
+            .ends_with("|/two"),
+        "{two}"
+    );
+    assert_eq!(
+        (two["cwd"].as_str(), two["lang"].as_str()),
+        (Some("/tmp"), Some("C.UTF-8"))
+    );
+    // Apache's User, not root; each group in its own process, not an Apache child.
+    assert_eq!(one["uid"].as_u64(), Some(33));
+    let (one_pid, two_pid) = (one["pid"].as_u64().unwrap(), two["pid"].as_u64().unwrap());
+    assert_ne!(one_pid, two_pid);
+    let cmdline = std::fs::read(format!("/proc/{one_pid}/cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"(wsgi:one)"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let sockets: Vec<_> = std::fs::read_dir(&apache.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sock"))
+        .collect();
+    assert_eq!(sockets.len(), 2);
+    // They stop with Apache, and their sockets go with them.
+    assert!(apache.stop().success());
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while alive(one_pid) || alive(two_pid) {
+        assert!(Instant::now() < deadline, "daemons outlived Apache");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sockets.iter().all(|s| !s.path().exists()));
+}
+
+#[test]
+fn a_killed_daemon_is_replaced_and_broken_responses_answer_as_mod_wsgi() {
+    let apache = one_group("threads=2");
+    let first = pid_of(&apache.get("/"));
+    std::process::Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    let second = wait_for_new_daemon(&apache, first);
+    for _ in 0..20 {
+        assert_eq!(apache.get("/").status, 200);
+    }
+    apache.wait_for_log("Process 'site' has died, deregister and restart it.");
+
+    // Died before its head: 502. Died after it: the client's response is cut short, never complete.
+    assert_eq!(
+        apache.get("/die_before_head").status,
+        502,
+        "{}",
+        apache.error_log()
+    );
+    let third = wait_for_new_daemon(&apache, second);
+    let cut = apache.get("/die_mid_body");
+    assert_eq!(cut.status, 200);
+    assert!(
+        !cut.complete,
+        "a truncated response must not look complete: {cut:?}"
+    );
+    assert_eq!(cut.text(), "first part, ");
+    wait_for_new_daemon(&apache, third);
+}
+
+/// The inode of the (one) group socket in Apache's runtime directory.
+fn group_socket(apache: &Apache) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let sockets: Vec<u64> = std::fs::read_dir(&apache.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sock"))
+        .map(|e| e.metadata().unwrap().ino())
+        .collect();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    sockets[0]
+}
+
+/// The status of a GET, or 0 if the connection ended without a response.
+fn try_get(apache: &Apache, path: &str) -> u16 {
+    use std::io::Write as _;
+    let mut stream = apache.connect();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    read_response(&mut std::io::BufReader::new(stream), false).map_or(0, |r| r.status)
+}
+
+#[test]
+fn graceful_restart_under_load_fails_no_request() {
+    let apache = one_group("processes=2 threads=4");
+    let before = pid_of(&apache.get("/"));
+    let socket = group_socket(&apache);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let statuses = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        seen.push(try_get(&apache, "/"));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        apache.control_and_wait("graceful");
+        std::thread::sleep(Duration::from_millis(500));
+        apache.control_and_wait("graceful");
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect::<Vec<u16>>()
+    });
+    let failed: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(statuses.len() > 50, "only {} requests ran", statuses.len());
+    assert!(
+        failed.is_empty(),
+        "{failed:?} of {}:\n{}",
+        statuses.len(),
+        apache.error_log()
+    );
+    // The daemons were replaced, not kept; their socket was kept, so nothing queued in it was lost.
+    assert_eq!(
+        group_socket(&apache),
+        socket,
+        "the group's socket was replaced"
+    );
+    wait_for_new_daemon(&apache, before);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while alive(before) {
+        assert!(
+            Instant::now() < deadline,
+            "the old daemon {before} never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn maximum_requests_recycles_the_daemon() {
+    let apache = one_group("threads=1 maximum-requests=4");
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..13 {
+        let response = apache.get("/");
+        assert_eq!(response.status, 200, "{}", apache.error_log());
+        pids.insert(pid_of(&response));
+    }
+    assert!(pids.len() >= 3, "{pids:?}");
+    apache.wait_for_log("reached maximum-requests (4); recycling");
+}
+
+#[test]
+fn request_timeout_dumps_stacks_and_replaces_the_process() {
+    let apache = one_group("threads=1 request-timeout=1 graceful-timeout=1 shutdown-timeout=1");
+    let first = pid_of(&apache.get("/"));
+    let stuck = apache.get("/spin?s=30");
+    assert_ne!(stuck.status, 200, "the stuck request cannot have finished");
+    let log = apache.wait_for_log("past request-timeout");
+    assert!(log.contains("Python stacks of daemon process"), "{log}");
+    assert!(
+        log.contains("daemon_probe.py"),
+        "the stack shows the app's frame:\n{log}"
+    );
+    wait_for_new_daemon(&apache, first);
+}
+
+#[test]
+fn queue_timeout_answers_504_without_calling_the_app() {
+    let apache = one_group("threads=1 queue-timeout=1");
+    std::thread::scope(|scope| {
+        let busy = scope.spawn(|| apache.get("/sleep?s=3"));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let queued = apache.get("/queued");
+        assert_eq!(queued.status, 504, "{}", apache.error_log());
+        assert!(
+            started.elapsed() < Duration::from_millis(2900),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(busy.join().unwrap().status, 200);
+    });
+    let log = apache.error_log();
+    assert!(log.contains("daemon_probe called for /sleep"), "{log}");
+    assert!(!log.contains("daemon_probe called for /queued"), "{log}");
+}
+
+#[test]
+fn a_slow_head_is_504_and_an_unreachable_daemon_503() {
+    let apache = one_group("threads=1 socket-timeout=1");
+    assert_eq!(
+        apache.get("/sleep?s=3").status,
+        504,
+        "{}",
+        apache.error_log()
+    );
+    apache.wait_for_log("Timeout when reading response headers from daemon process 'site'");
+
+    // A group whose processes cannot start: connections fill its small backlog, then cannot connect.
+    let apache = one_group(
+        "python-home=/nonexistent/python listen-backlog=1 connect-timeout=1 socket-timeout=3",
+    );
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..5)
+            .map(|_| scope.spawn(|| apache.get("/").status))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|s| [503, 504].contains(s)),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "{statuses:?}\n{}",
+        apache.error_log()
+    );
+    apache.wait_for_log("Unable to connect to WSGI daemon process 'site'");
+}
+
+#[test]
+fn unknown_or_restricted_groups_are_refused() {
+    let apache = Apache::start(&format!(
+        "WSGIDaemonProcess allowed threads=1\n\
+         WSGIScriptAlias /nowhere @REPO@/tests/apps/daemon_probe.py process-group=missing\n\
+         <Location /restricted>\n    WSGIRestrictProcess allowed\n</Location>\n\
+         WSGIScriptAlias /restricted @REPO@/tests/apps/daemon_probe.py process-group=%{{GLOBAL}}\n\
+         WSGIScriptAlias /allowed @REPO@/tests/apps/daemon_probe.py process-group=allowed\n\
+         {ACCESS}"
+    ));
+    assert_eq!(apache.get("/nowhere").status, 500);
+    apache.wait_for_log("No WSGI daemon process called 'missing' has been configured");
+    assert_eq!(apache.get("/restricted").status, 500);
+    apache.wait_for_log("Daemon process called '' cannot be accessed by this WSGI application");
+    assert_eq!(apache.get("/allowed").status, 200);
+}
+
+#[test]
+fn bad_daemon_options_fail_the_configuration_with_mod_wsgi_s_messages() {
+    let error = config_must_fail("WSGIDaemonProcess site threads=lots\n");
+    assert!(
+        error.contains("Invalid thread count for WSGI daemon process."),
+        "{error}"
+    );
+    assert!(error.contains("line"), "{error}");
+    let error = config_must_fail("WSGIDaemonProcess site\nWSGIDaemonProcess site\n");
+    assert!(
+        error.contains("Name duplicates previous WSGI daemon definition."),
+        "{error}"
+    );
+    let error = config_must_fail("WSGIDaemonProcess site user=nobody-such-user\n");
+    assert!(error.contains("Unknown user 'nobody-such-user'"), "{error}");
+}
+
+#[test]
+fn inactivity_timeout_and_restart_interval_recycle_the_daemon() {
+    for options in [
+        "threads=1 inactivity-timeout=1",
+        "threads=1 restart-interval=1",
+    ] {
+        let apache = one_group(options);
+        let first = pid_of(&apache.get("/"));
+        std::thread::sleep(Duration::from_millis(1500));
+        wait_for_new_daemon(&apache, first);
+        apache.wait_for_log("recycling");
+    }
+}
