@@ -128,7 +128,7 @@ def start_response_view(environ, start_response):
 def twice_view(environ, start_response):
     start_response('200 OK', [('Content-Type', 'application/json')])
     try:
-        start_response('201 Created', [])
+        start_response('201 Created', [('Content-Type', 'application/json')])
     except Exception as exc:
         outcome = type(exc).__name__
     else:

@@ -96,14 +96,21 @@ impl StartResponse {
         exc_info: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let exc_info = exc_info.filter(|info| !info.is_none());
+        if exc_info.is_some_and(|info| info.cast::<PyTuple>().map_or(true, |t| t.len() != 3)) {
+            return Err(PyRuntimeError::new_err(
+                "start_response() argument 'exc_info' must be a 3-tuple or None",
+            ));
+        }
         {
             let this = slf.get();
             let mut state = this.lock()?;
+            // As mod_wsgi: until the head is sent, a later call replaces an earlier one (with exc_info
+            // or without); once it is sent, exc_info re-raises, and a call without it is an error.
             match exc_info {
                 Some(info) if state.head_sent => return Err(reraise(info)),
-                None if state.head.is_some() => {
+                None if state.head_sent => {
                     return Err(PyRuntimeError::new_err(
-                        "start_response() was already called; call it again only with exc_info",
+                        "start_response() called more than once without exc_info",
                     ))
                 }
                 _ => {}
@@ -369,16 +376,16 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
-    let status = status
-        .cast::<PyString>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!("status must be a str, not {}", type_name(status)))
-        })?
-        .to_str()?;
-    let (code, reason) = parse_status(status)?;
+    if !status.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "status must be a str, not {}",
+            type_name(status)
+        )));
+    }
+    let (code, reason) = parse_status(&latin1(status)?).map_err(PyValueError::new_err)?;
     let headers = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err(format!(
-            "response headers must be a list, not {}",
+            "start_response() argument 2 must be list, not {}",
             type_name(headers)
         ))
     })?;
@@ -388,88 +395,136 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
     }
     Ok(ResponseHead {
         status: code,
-        reason: reason.to_owned(),
+        reason,
         headers: parsed,
     })
 }
 
-fn parse_status(status: &str) -> PyResult<(u16, &str)> {
-    let invalid = || {
-        PyValueError::new_err(format!(
-            "status must be a three-digit code, a space and a reason phrase, like '200 OK', not {status:?}"
-        ))
-    };
-    let bytes = status.as_bytes();
-    if bytes.len() < 4 || !bytes[..3].iter().all(u8::is_ascii_digit) || bytes[3] != b' ' {
-        return Err(invalid());
-    }
-    if status.chars().any(|c| c.is_control()) {
-        return Err(PyValueError::new_err(format!(
-            "status {status:?} contains a control character"
+/// A `str` as latin-1 bytes, raising Python's own UnicodeEncodeError (as mod_wsgi does) if it is not.
+fn latin1(text: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if !text.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "must be str, not {}",
+            type_name(text)
         )));
     }
-    let code: u16 = status[..3].parse().map_err(|_| invalid())?;
-    if code < 100 {
-        return Err(invalid());
+    Ok(text
+        .call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
+        .cast_into::<PyBytes>()?
+        .as_bytes()
+        .to_vec())
+}
+
+/// Bytes as Python shows them (`b'200 OK'`), for messages worded as mod_wsgi words them.
+fn shown(bytes: &[u8]) -> String {
+    let mut text = String::from("b'");
+    for &b in bytes {
+        match b {
+            b'\\' => text.push_str("\\\\"),
+            b'\'' => text.push_str("\\'"),
+            b'\t' => text.push_str("\\t"),
+            b'\n' => text.push_str("\\n"),
+            b'\r' => text.push_str("\\r"),
+            0x20..=0x7e => text.push(char::from(b)),
+            _ => text.push_str(&format!("\\x{b:02x}")),
+        }
     }
-    Ok((code, &status[4..]))
+    text.push('\'');
+    text
+}
+
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+/// The status line's code and reason; the error is mod_wsgi's message.
+fn parse_status(status: &[u8]) -> Result<(u16, String), String> {
+    let three_digits = status.len() >= 3 && status[..3].iter().all(u8::is_ascii_digit);
+    if !three_digits || status.get(3).is_some_and(u8::is_ascii_digit) {
+        return Err(format!(
+            "status code must be a 3 digit integer: {}",
+            shown(status)
+        ));
+    }
+    if status.get(3) != Some(&b' ') {
+        return Err(format!("no space following status code: {}", shown(status)));
+    }
+    if status[4..].iter().any(|&b| is_control(b) && b != b'\t') {
+        return Err(format!(
+            "control character in status reason phrase: {}",
+            shown(status)
+        ));
+    }
+    let code = status[..3]
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if code < 100 {
+        return Err(format!(
+            "status code must be a 3 digit integer: {}",
+            shown(status)
+        ));
+    }
+    Ok((code, status[4..].iter().map(|&b| char::from(b)).collect()))
 }
 
 fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
-    let pair = item
-        .cast::<PyTuple>()
-        .ok()
-        .filter(|t| t.len() == 2)
-        .ok_or_else(|| {
-            PyTypeError::new_err(format!(
-                "each response header must be a (name, value) tuple, not {}",
-                item.repr().map(|r| r.to_string()).unwrap_or_default()
-            ))
-        })?;
-    let name = pair.get_item(0)?;
-    let value = pair.get_item(1)?;
-    let name = name
-        .cast::<PyString>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "header name must be a str, not {}",
-                type_name(&name)
-            ))
-        })?
-        .to_str()?;
-    let value = value
-        .cast::<PyString>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "value of header {name:?} must be a str, not {}",
-                type_name(&value)
-            ))
-        })?
-        .to_str()?;
-    if name.is_empty() || !name.bytes().all(is_token_byte) {
+    let pair = item.cast::<PyTuple>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "each header must be a 2-tuple, not {}",
+            type_name(item)
+        ))
+    })?;
+    if pair.len() != 2 {
         return Err(PyValueError::new_err(format!(
-            "invalid header name {name:?}"
+            "each header must be a 2-tuple, got length {}",
+            pair.len()
         )));
     }
-    if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+    let name = latin1(&pair.get_item(0)?)?;
+    let value = latin1(&pair.get_item(1)?)?;
+    check_header_name(&name).map_err(PyValueError::new_err)?;
+    check_header_value(&value).map_err(PyValueError::new_err)?;
+    // Token characters only, so the name is ASCII.
+    let name: String = name.iter().map(|&b| char::from(b)).collect();
+    if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response; the server manages the connection"
         )));
     }
-    Ok((name.to_owned(), latin1_header_value(name, value)?))
+    Ok((name, value))
 }
 
-fn latin1_header_value(name: &str, value: &str) -> PyResult<Vec<u8>> {
-    value
-        .chars()
-        .map(|c| match u8::try_from(u32::from(c)) {
-            Ok(b) if b == b'\t' || !(b.is_ascii_control()) => Ok(b),
-            Ok(_) => Err(PyValueError::new_err(format!("value of header {name:?} contains a control character"))),
-            Err(_) => Err(PyValueError::new_err(format!(
-                "value of header {name:?} is not latin-1 encodable ({c:?}); encode it per RFC 8187 or RFC 2047"
-            ))),
-        })
-        .collect()
+/// mod_wsgi's checks and messages, then the token rule of RFC 9110.
+fn check_header_name(name: &[u8]) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name is empty".into());
+    }
+    if name.contains(&b' ') {
+        return Err(format!("space character in header name: {}", shown(name)));
+    }
+    if name.iter().any(|&b| is_control(b)) {
+        return Err(format!("control character in header name: {}", shown(name)));
+    }
+    if !name.iter().all(|&b| is_token_byte(b)) {
+        return Err(format!("invalid character in header name: {}", shown(name)));
+    }
+    Ok(())
+}
+
+fn check_header_value(value: &[u8]) -> Result<(), String> {
+    if value.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(format!(
+            "carriage return/line feed character in header value: {}",
+            shown(value)
+        ));
+    }
+    if value.iter().any(|&b| is_control(b) && b != b'\t') {
+        return Err(format!(
+            "control character in header value: {}",
+            shown(value)
+        ));
+    }
+    Ok(())
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -501,31 +556,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_lines_are_checked() {
-        assert_eq!(parse_status("200 OK").unwrap(), (200, "OK"));
-        assert_eq!(parse_status("404 Not Found").unwrap(), (404, "Not Found"));
+    fn status_lines_are_checked_with_mod_wsgi_s_messages() {
+        assert_eq!(parse_status(b"200 OK").unwrap(), (200, "OK".into()));
+        assert_eq!(parse_status(b"299 Custom").unwrap(), (299, "Custom".into()));
+        let error = |status: &[u8]| parse_status(status).unwrap_err();
+        assert_eq!(error(b"OK"), "status code must be a 3 digit integer: b'OK'");
         assert_eq!(
-            parse_status("299 Custom Reason").unwrap(),
-            (299, "Custom Reason")
+            error(b"2000 OK"),
+            "status code must be a 3 digit integer: b'2000 OK'"
         );
-        for bad in [
-            "200",
-            "200OK",
-            "2x0 OK",
-            "099 Low",
-            "200 OK\r\nX: y",
-            "OK 200",
-        ] {
-            assert!(parse_status(bad).is_err(), "{bad:?} was accepted");
-        }
+        assert_eq!(
+            error(b"20X OK"),
+            "status code must be a 3 digit integer: b'20X OK'"
+        );
+        assert_eq!(error(b"200OK"), "no space following status code: b'200OK'");
+        assert_eq!(error(b"200"), "no space following status code: b'200'");
+        assert_eq!(
+            error(b"200 OK\r\nX: y"),
+            "control character in status reason phrase: b'200 OK\\r\\nX: y'"
+        );
+        assert!(parse_status(b"099 Low").is_err());
     }
 
     #[test]
-    fn header_values_keep_latin1_bytes_and_reject_controls() {
-        assert_eq!(latin1_header_value("X", "caf\u{e9}").unwrap(), b"caf\xe9");
-        assert_eq!(latin1_header_value("X", "a\tb").unwrap(), b"a\tb");
-        assert!(latin1_header_value("X", "a\r\nb").is_err());
-        assert!(latin1_header_value("X", "\u{20ac}").is_err());
+    fn header_names_and_values_are_checked() {
+        assert_eq!(check_header_name(b""), Err("header name is empty".into()));
+        assert_eq!(
+            check_header_name(b"X\tFoo"),
+            Err("control character in header name: b'X\\tFoo'".into())
+        );
+        assert!(check_header_name(b"X:Foo").is_err());
+        assert!(check_header_name(b"X-Custom_Header").is_ok());
+        assert!(check_header_value(b"caf\xe9\tx").is_ok());
+        assert_eq!(
+            check_header_value(b"a\nb"),
+            Err("carriage return/line feed character in header value: b'a\\nb'".into())
+        );
+        assert!(check_header_value(b"a\x00b").is_err());
     }
 
     #[test]

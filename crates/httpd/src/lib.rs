@@ -4,6 +4,7 @@
 //! in it. Everything Apache calls enters through [`ffi`], the only module with unsafe code: it turns raw
 //! `request_rec`s, `cmd_parms` and pools into safe handles and calls into the safe modules below.
 //!
+//! - [`words`]: splitting a directive's arguments (Apache's quoting, mod_wsgi's `name='value'`).
 //! - [`directives`]: mod_wsgi's directives, their contexts and argument rules.
 //! - [`config`]: the resolved per-server and per-directory settings, and Apache's merging of them.
 //! - [`handler`]: `WSGIScriptAlias` URL mapping, and the response handler that runs a request.
@@ -26,3 +27,4 @@ mod handler;
 mod io;
 mod proxy;
 mod python;
+mod words;

@@ -171,29 +171,6 @@ unsafe extern "C" fn merge_server_config(
     unsafe { pool_owned(pool, merged) }
 }
 
-/// Splits a directive's arguments as Apache splits any directive's (`ap_getword_conf`: quotes, escapes).
-///
-/// # Safety
-/// `args` is a NUL-terminated string; `pool` is live.
-unsafe fn split_args(pool: *mut sys::apr_pool_t, args: *const c_char) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut rest = args;
-    loop {
-        // SAFETY: ap_getword_conf reads up to the NUL, advances `rest`, and returns a pool string.
-        let word = unsafe { CStr::from_ptr(sys::ap_getword_conf(pool, &mut rest)) };
-        if word.is_empty() {
-            // SAFETY: `rest` points into the NUL-terminated argument string.
-            if unsafe { *rest } == 0 {
-                return words;
-            }
-            // An explicitly empty quoted argument ("") is still an argument.
-            words.push(String::new());
-            continue;
-        }
-        words.push(word.to_string_lossy().into_owned());
-    }
-}
-
 /// Apache's callback for every directive of [`ALL`].
 unsafe extern "C" fn directive(
     cmd: *mut sys::cmd_parms,
@@ -206,7 +183,7 @@ unsafe extern "C" fn directive(
     let (definition, words, server, dir, pool) = unsafe {
         let cmd = &mut *cmd;
         let definition = &ALL[cmd.info as usize];
-        let words = split_args(cmd.temp_pool, args);
+        let words = crate::words::split(&CStr::from_ptr(args).to_string_lossy());
         let server = &mut *module_config((*cmd.server).module_config).cast::<ServerConfig>();
         let dir = &mut *mconfig.cast::<DirConfig>();
         (definition, words, server, dir, cmd.pool)
