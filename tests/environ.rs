@@ -29,7 +29,7 @@ fn required_cgi_and_wsgi_keys() {
     assert_eq!(env["wsgi.version"], serde_json::json!([1, 0]));
     assert_eq!(env["wsgi.url_scheme"], "http");
     assert_eq!(env["wsgi.input"], "<Input>");
-    assert_eq!(env["wsgi.errors"], "<Log>");
+    assert_eq!(env["wsgi.errors"], "<TextIOWrapper>");
     assert_eq!(env["wsgi.multithread"], true);
     assert_eq!(env["wsgi.multiprocess"], false);
     assert_eq!(env["wsgi.run_once"], false);

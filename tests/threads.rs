@@ -128,7 +128,8 @@ fn interrupt_timeout_unwinds_a_long_request_with_504() {
     );
     let log = server.wait_for_log("RequestTimeout");
     assert!(
-        log.contains("interrupting request GET /cpu?ms=10000 after"),
+        log.contains("Injected RequestTimeout into thread")
+            && log.contains("(request GET /cpu?ms=10000, running for"),
         "{log}"
     );
     assert!(

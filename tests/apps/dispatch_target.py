@@ -1,9 +1,11 @@
 import json
+import os
 
 
 def _answer(name, environ, start_response):
     start_response('200 OK', [('Content-Type', 'application/json')])
-    return [json.dumps({'callable': name, 'group': environ['mod_wsgi.application_group']}).encode()]
+    return [json.dumps({'callable': name, 'group': environ['mod_wsgi.application_group'],
+                        'process_group': environ['mod_wsgi.process_group'], 'pid': os.getpid()}).encode()]
 
 
 def application(environ, start_response):

@@ -1,6 +1,9 @@
-//! `wsgi.errors`: a text stream whose lines go to the host's error log, tagged with the request's id.
+//! `wsgi.errors`, `sys.stdout` and `sys.stderr`: streams whose lines go to the host's error log, tagged
+//! with the request's id.
 //!
-//! Line buffered: a line is logged when its newline arrives, on `flush()`, or when the stream is dropped.
+//! As in mod_wsgi, the app sees an `io.TextIOWrapper` (so `.buffer` takes bytes) over a `mod_wsgi.Log`,
+//! which also takes text directly. Line buffered: a line is logged when its newline arrives, on
+//! `flush()`, or when the stream is dropped.
 
 use std::sync::{Arc, Mutex};
 
@@ -63,19 +66,65 @@ impl ErrorStream {
     }
 }
 
+/// Wraps a `mod_wsgi.Log` in the `io.TextIOWrapper` apps are given, as mod_wsgi does.
+pub(crate) fn text_stream<'py>(
+    py: Python<'py>,
+    stream: ErrorStream,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("encoding", "utf-8")?;
+    kwargs.set_item("errors", "backslashreplace")?;
+    kwargs.set_item("line_buffering", true)?;
+    kwargs.set_item("write_through", true)?;
+    py.import(pyo3::intern!(py, "io"))?
+        .getattr(pyo3::intern!(py, "TextIOWrapper"))?
+        .call((Bound::new(py, stream)?,), Some(&kwargs))
+}
+
 #[pymethods]
 impl ErrorStream {
-    fn write(&self, text: &str) {
-        if let Some(lines) = self.take_complete_lines(text) {
+    /// Takes text, or bytes-like data (UTF-8; what `io.TextIOWrapper` and `.buffer` writers pass).
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let text = match data.cast::<pyo3::types::PyString>() {
+            Ok(text) => text.to_cow()?.into_owned(),
+            Err(_) => {
+                let bytes: Vec<u8> = match data.extract::<Vec<u8>>() {
+                    Ok(bytes) => bytes,
+                    // memoryview and other buffers.
+                    Err(_) => data
+                        .py()
+                        .import(pyo3::intern!(data.py(), "builtins"))?
+                        .getattr(pyo3::intern!(data.py(), "bytes"))?
+                        .call1((data,))?
+                        .extract()?,
+                };
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        let written = text.len();
+        if let Some(lines) = self.take_complete_lines(&text) {
             self.emit(&lines);
         }
+        Ok(written)
     }
 
     fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for line in lines.try_iter()? {
-            self.write(line?.extract::<&str>()?);
+            self.write(&line?)?;
         }
         Ok(())
+    }
+
+    fn readable(&self) -> bool {
+        false
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn seekable(&self) -> bool {
+        false
     }
 
     fn flush(&self) {

@@ -263,7 +263,7 @@ pub fn redirect_std_streams(log: Arc<dyn ErrorLog>) -> Result<(), EngineError> {
     Python::attach(|py| {
         let sys = py.import("sys")?;
         for name in ["stdout", "stderr"] {
-            let stream = Bound::new(py, errors::ErrorStream::new(Arc::clone(&log), None))?;
+            let stream = errors::text_stream(py, errors::ErrorStream::new(Arc::clone(&log), None))?;
             sys.setattr(name, stream)?;
         }
         Ok(())

@@ -256,7 +256,10 @@ fn build_environ<'py>(
     let input = Bound::new(py, Input::new(body))?;
     environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
     let errors = ErrorStream::new(Arc::clone(&engine.log), id.clone());
-    environ.set_item(pyo3::intern!(py, "wsgi.errors"), Bound::new(py, errors)?)?;
+    environ.set_item(
+        pyo3::intern!(py, "wsgi.errors"),
+        crate::errors::text_stream(py, errors)?,
+    )?;
     // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats; queue and daemon
     // instants are 0.0 outside daemon mode.
     let seconds = |us: Option<u64>| us.map_or(0.0, |us| us as f64 / 1e6);
@@ -442,12 +445,49 @@ impl Engine {
         callable
     }
 
+    /// Logs an exception the app raised, worded as mod_wsgi words it: the exception's class in the
+    /// first line (`SystemExit` is "ignored"), then the traceback; an interrupt (`mod_wsgi.RequestTimeout`)
+    /// is one line, without a traceback, since the request was stopped on purpose.
     pub(crate) fn log_exception(&self, py: Python<'_>, request_id: Option<&str>, err: &PyErr) {
-        let message = format!(
-            "Exception occurred processing WSGI script '{}'.\n{}",
-            self.label,
-            format_exception(py, err)
-        );
+        if crate::pyapi::is_request_timeout(py, err) {
+            // Where it was stopped is worth knowing; the exception itself is not news.
+            let frames = err
+                .traceback(py)
+                .and_then(|tb| {
+                    let lines = py
+                        .import("traceback")
+                        .ok()?
+                        .call_method1("format_tb", (tb,))
+                        .ok()?;
+                    lines.extract::<Vec<String>>().ok()
+                })
+                .unwrap_or_default()
+                .concat();
+            self.log.write(
+                request_id,
+                &format!(
+                    "Request interrupted by RequestTimeout; thread recovered. It was stopped at:\n{frames}"
+                ),
+            );
+            return;
+        }
+        let message = if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
+            format!(
+                "SystemExit exception raised by WSGI script '{}'; ignored.\n{}",
+                self.label,
+                format_exception(py, err)
+            )
+        } else {
+            let class = err
+                .get_type(py)
+                .name()
+                .map_or_else(|_| "An".to_owned(), |n| n.to_string());
+            format!(
+                "{class} exception raised processing WSGI script '{}'.\n{}",
+                self.label,
+                format_exception(py, err)
+            )
+        };
         self.log.write(request_id, &message);
     }
 }

@@ -1,5 +1,5 @@
 //! mod_wsgi's restrictions on what an application may touch in a host that owns the process:
-//! `WSGIRestrictStdin`, `WSGIRestrictStdout` (a replaced stream refuses every use with
+//! `WSGIRestrictStdin`, `WSGIRestrictStdout` (a `mod_wsgi.Restricted` stream refuses every attribute with
 //! `OSError("sys.stdout access restricted by mod_wsgi")`) and `WSGIRestrictSignal` (`signal.signal()`
 //! installs nothing: the attempt is logged with the caller's stack, and the current handler is returned,
 //! so the app carries on).
@@ -23,20 +23,25 @@ pub struct Restrictions {
 const INSTALL: &str = r#"
 import signal, sys, traceback
 
-class RestrictedStream:
+class Restricted:
+    # As mod_wsgi's: any use of any attribute of the stream raises.
+    __slots__ = ('_mod_wsgi_name',)
     def __init__(self, name):
-        self._name = name
-    def _refuse(self, *args, **kwargs):
-        raise OSError('%s access restricted by mod_wsgi' % self._name)
-    read = readline = readlines = write = writelines = flush = fileno = __iter__ = __next__ = _refuse
-    closed = False
-    def isatty(self):
-        return False
+        object.__setattr__(self, '_mod_wsgi_name', name)
+    def __getattribute__(self, attr):
+        if attr.startswith('__') and attr.endswith('__'):
+            return object.__getattribute__(self, attr)
+        name = object.__getattribute__(self, '_mod_wsgi_name')
+        raise OSError('%s access restricted by mod_wsgi' % name)
+    def __repr__(self):
+        return '<mod_wsgi.Restricted %s>' % object.__getattribute__(self, '_mod_wsgi_name')
+
+Restricted.__module__ = 'mod_wsgi'
 
 if restrict_stdin:
-    sys.stdin = RestrictedStream('sys.stdin')
+    sys.stdin = Restricted('sys.stdin')
 if restrict_stdout:
-    sys.stdout = RestrictedStream('sys.stdout')
+    sys.stdout = Restricted('sys.stdout')
 if restrict_signal and not getattr(signal.signal, '_mod_wsgi_restricted', False):
     def restricted_signal(signalnum, handler):
         sys.stderr.write('Callback registration for signal %d ignored.\n' % signalnum)

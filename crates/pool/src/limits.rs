@@ -107,8 +107,11 @@ pub fn watch_interrupts(monitor: &Monitor, limit: Duration, names: Names) {
                 continue;
             }
             eprintln!(
-                "{}: interrupting request {} after {:.1} s ({})",
+                "{}: Injected RequestTimeout into thread {} of {} {} (request {}, running for {:.1} s, past {})",
                 names.log,
+                request.python_ident,
+                names.process,
+                std::process::id(),
                 request.what,
                 request.started.elapsed().as_secs_f64(),
                 names.interrupt_timeout
