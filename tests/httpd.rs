@@ -789,3 +789,30 @@ fn file_wrapper_goes_out_as_a_file_without_python_reads() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn reload_required_hook_and_a_lost_mtime_reload_the_script() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let flags = std::path::Path::new("/tmp/rwsgi-reload-hook");
+    let _ = std::fs::remove_dir_all(flags);
+    std::fs::create_dir_all(flags).unwrap();
+    // The app runs as www-data and removes the flag it acts on.
+    std::fs::set_permissions(flags, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let apache = Apache::start(&format!(
+        "WSGIScriptAlias /r @REPO@/tests/apps/reload_hook.py\n{APPS_ACCESS}"
+    ));
+    let id = || apache.get("/r").text();
+    let first = id();
+    assert_eq!(id(), first, "{}", apache.error_log());
+    std::fs::write(flags.join("reload"), "").unwrap();
+    let second = id();
+    assert_ne!(second, first, "reload_required() returned True");
+    assert_eq!(id(), second, "one True, one reload");
+    std::fs::write(flags.join("raise"), "").unwrap();
+    assert_eq!(id(), second, "a raising hook reloads nothing");
+    apache.wait_for_log("RuntimeError: reload hook raising on purpose");
+    std::fs::remove_file(flags.join("raise")).unwrap();
+    apache.get("/r?strip");
+    assert_ne!(id(), second, "a module without __mtime__ is loaded again");
+    let _ = std::fs::remove_dir_all(flags);
+}

@@ -43,6 +43,8 @@ impl AppSpec {
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) callable: Py<PyAny>,
+    /// The script's module (none for `module:callable`).
+    module: Option<Py<PyModule>>,
 }
 
 /// How often a script file's modification time is looked at, at most.
@@ -59,6 +61,7 @@ pub(crate) struct LiveApp {
 
 struct LiveState {
     callable: Py<PyAny>,
+    module: Option<Py<PyModule>>,
     mtime: Option<SystemTime>,
     next_check: Instant,
 }
@@ -69,6 +72,15 @@ pub(crate) enum Reload {
     Reloaded,
     /// The changed script failed to load; the previous code keeps serving.
     Failed(EngineError),
+    /// The script's `reload_required` raised (the traceback); nothing was reloaded.
+    HookRaised(String),
+}
+
+/// Why a script is loaded afresh before this request, besides its file changing.
+enum Asked {
+    No,
+    Yes,
+    HookRaised(String),
 }
 
 impl LiveApp {
@@ -78,9 +90,10 @@ impl LiveApp {
         reloading: bool,
     ) -> Result<Self, EngineError> {
         let mtime = script_mtime(spec);
-        let app = load(py, spec)?;
+        let app = load(py, spec, false)?;
         let state = LiveState {
             callable: app.callable,
+            module: app.module,
             mtime,
             next_check: Instant::now() + SCRIPT_CHECK_INTERVAL,
         };
@@ -98,21 +111,61 @@ impl LiveApp {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut outcome = Reload::Unchanged;
-        if self.reloading && Instant::now() >= state.next_check {
+        if !self.reloading {
+            return (state.callable.clone_ref(py), outcome);
+        }
+        let mut fresh = false;
+        match asked_to_reload(py, &state, &self.spec) {
+            Asked::No => {}
+            Asked::Yes => fresh = true,
+            Asked::HookRaised(traceback) => outcome = Reload::HookRaised(traceback),
+        }
+        let mut changed = false;
+        if Instant::now() >= state.next_check {
             state.next_check = Instant::now() + SCRIPT_CHECK_INTERVAL;
             let mtime = script_mtime(&self.spec);
             if mtime.is_some() && mtime != state.mtime {
                 state.mtime = mtime;
-                outcome = match load(py, &self.spec) {
-                    Ok(app) => {
-                        state.callable = app.callable;
-                        Reload::Reloaded
-                    }
-                    Err(err) => Reload::Failed(err),
-                };
+                changed = true;
             }
         }
+        if fresh || changed {
+            outcome = match load(py, &self.spec, fresh) {
+                Ok(app) => {
+                    state.callable = app.callable;
+                    state.module = app.module;
+                    Reload::Reloaded
+                }
+                Err(err) => Reload::Failed(err),
+            };
+        }
         (state.callable.clone_ref(py), outcome)
+    }
+}
+
+/// mod_wsgi's other reasons to reload a script, checked on every request: its module lost `__mtime__`,
+/// or its `reload_required(resource)` function says so.
+fn asked_to_reload(py: Python<'_>, state: &LiveState, spec: &AppSpec) -> Asked {
+    let (Some(module), AppSource::Script(path)) = (&state.module, &spec.source) else {
+        return Asked::No;
+    };
+    let module = module.bind(py);
+    if !module
+        .hasattr(pyo3::intern!(py, "__mtime__"))
+        .unwrap_or(true)
+    {
+        return Asked::Yes;
+    }
+    let Ok(hook) = module.getattr(pyo3::intern!(py, "reload_required")) else {
+        return Asked::No;
+    };
+    match hook
+        .call1((crate::path_str(path),))
+        .and_then(|answer| answer.is_truthy())
+    {
+        Ok(true) => Asked::Yes,
+        Ok(false) => Asked::No,
+        Err(err) => Asked::HookRaised(format_exception(py, &err)),
     }
 }
 
@@ -132,13 +185,14 @@ pub(crate) fn script_module_name(py: Python<'_>, path: &std::path::Path) -> PyRe
     Ok(format!("_mod_wsgi_{}", digest.extract::<String>()?))
 }
 
-pub(crate) fn load(py: Python<'_>, spec: &AppSpec) -> Result<App, EngineError> {
+/// Loads the app; `fresh` executes a script again even if its current version is loaded.
+pub(crate) fn load(py: Python<'_>, spec: &AppSpec, fresh: bool) -> Result<App, EngineError> {
     let load_error = |err: PyErr| EngineError::AppLoad {
         target: spec.label(),
         traceback: format_exception(py, &err),
     };
     let module = match &spec.source {
-        AppSource::Script(path) => match loaded_script(py, path) {
+        AppSource::Script(path) => match loaded_script(py, path).filter(|_| !fresh) {
             Some(module) => module,
             None => {
                 let source = std::fs::read(path).map_err(|source| EngineError::ScriptRead {
@@ -160,8 +214,10 @@ pub(crate) fn load(py: Python<'_>, spec: &AppSpec) -> Result<App, EngineError> {
         }
         Err(err) => return Err(load_error(err)),
     };
+    let is_script = matches!(spec.source, AppSource::Script(_));
     Ok(App {
         callable: callable.unbind(),
+        module: is_script.then(|| module.unbind()),
     })
 }
 

@@ -437,6 +437,10 @@ impl Engine {
             crate::app::Reload::Reloaded => {
                 self.log.write(request_id, &format!("WSGI script '{}' changed; reloaded it.", self.label));
             }
+            crate::app::Reload::HookRaised(traceback) => self.log.write(
+                request_id,
+                &format!("reload_required() of WSGI script '{}' raised; not reloading it.\n{traceback}", self.label),
+            ),
             crate::app::Reload::Failed(err) => self.log.write(
                 request_id,
                 &format!("WSGI script '{}' changed but failed to load; still serving the previous code.\n{err}", self.label),
