@@ -326,3 +326,15 @@ fn malformed_requests_get_4xx_and_the_server_survives() {
     }
     assert_eq!(server.get("/environ").status, 200);
 }
+
+/// A list whose second item is not bytes: the first item was the response's start, so it reaches the
+/// client, and the response is then aborted (never a clean end), as when a generator fails midway.
+#[test]
+fn a_bad_item_after_good_ones_sends_them_then_aborts() {
+    let server = Server::start(&[&app("suite.py")]);
+    let response = server.get("/list_bad_item");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "bytes-ok");
+    assert!(!response.complete, "{response:?}");
+    server.wait_for_log("TypeError");
+}

@@ -125,6 +125,11 @@ def start_response_view(environ, start_response):
     return _json(start_response, {'type': None})
 
 
+def list_bad_item_view(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'bytes-ok', 12345]
+
+
 def twice_view(environ, start_response):
     start_response('200 OK', [('Content-Type', 'application/json')])
     try:
@@ -381,6 +386,7 @@ ROUTES = {
     '/upload': upload_view,
     '/echo': echo_view,
     '/twice': twice_view,
+    '/list_bad_item': list_bad_item_view,
     '/exc_info/before': exc_info_before_view,
     '/exc_info/after': exc_info_after_view,
     '/write': write_view,

@@ -378,10 +378,18 @@ fn consume_sequence<'py>(
     let mut body = BytesMut::new();
     let mut single = None;
     for item in items {
-        let bytes = item
-            .cast::<PyBytes>()
-            .map_err(|_| not_bytes(&item))?
-            .as_bytes();
+        let Ok(bytes) = item.cast::<PyBytes>() else {
+            // What came before the bad item is the response's start, as if each item had been sent as it
+            // came (mod_wsgi's way): it goes out, and the failure then aborts the response.
+            if !body.is_empty() {
+                let mut state = sr.get().lock()?;
+                if state.started() {
+                    state.send_body(py, &body)?;
+                }
+            }
+            return Err(not_bytes(&item).into());
+        };
+        let bytes = bytes.as_bytes();
         if len == 1 {
             single = Some(Bytes::copy_from_slice(bytes));
         } else {
