@@ -208,7 +208,7 @@ fn relay_response(
         }
         Err(err) => return Err(Failure::NoHead(err)),
     };
-    sink.send(Output::Head(head))
+    sink.send(Output::Head(fold_repeated(head)))
         .map_err(|_| Failure::ClientGone)?;
     if let Some(timeout) = plan.group.response_socket_timeout {
         let _ = stream.set_read_timeout(Some(timeout));
@@ -247,5 +247,53 @@ fn relay_response(
                 return Err(Failure::Truncated(err));
             }
         }
+    }
+}
+
+/// Repeated header names folded into one comma-separated field (RFC 9110 § 5.3), except Set-Cookie, as
+/// the C module's daemon mode hands them to Apache (through Apache's CGI header parsing).
+fn fold_repeated(mut head: rwsgi_engine::ResponseHead) -> rwsgi_engine::ResponseHead {
+    let mut folded: Vec<(String, Vec<u8>)> = Vec::with_capacity(head.headers.len());
+    for (name, value) in head.headers.drain(..) {
+        let earlier = folded
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name) && !n.eq_ignore_ascii_case("set-cookie"));
+        match earlier {
+            Some((_, existing)) => {
+                existing.extend_from_slice(b", ");
+                existing.extend_from_slice(&value);
+            }
+            None => folded.push((name, value)),
+        }
+    }
+    head.headers = folded;
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_fold_but_cookies_do_not() {
+        let head = rwsgi_engine::ResponseHead {
+            status: 200,
+            reason: "OK".into(),
+            headers: vec![
+                ("X-R".into(), b"a".to_vec()),
+                ("Set-Cookie".into(), b"a=1".to_vec()),
+                ("x-r".into(), b"b".to_vec()),
+                ("Set-Cookie".into(), b"b=2".to_vec()),
+            ],
+        };
+        let folded = fold_repeated(head).headers;
+        assert_eq!(
+            folded,
+            [
+                ("X-R".to_owned(), b"a, b".to_vec()),
+                ("Set-Cookie".to_owned(), b"a=1".to_vec()),
+                ("Set-Cookie".to_owned(), b"b=2".to_vec()),
+            ]
+        );
     }
 }
