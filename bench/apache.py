@@ -11,6 +11,13 @@ which installs what this needs and builds the module.
           and ours run on it too (contenders c-system, ours-system: Django from a venv of that python3);
           c and ours run again on the bench venv's python, as in the hello table.
 
+--mode daemon runs both parts with every mod_wsgi contender (C and ours; mod_python has no daemon mode and is
+left out) in daemon mode, all with the same block: WSGIDaemonProcess bench (--daemon-options, default
+processes=1 threads=16, plus the contender's python-home or python-path) + WSGIProcessGroup bench +
+WSGIApplicationGroup %{GLOBAL}, WSGISocketPrefix in the Apache's own directory. The Apache MPM block stays the
+same, so a request crosses from Apache's worker thread to the daemon's over a UNIX socket. The tables then also
+give the CPU each request cost in Apache's child and in the daemon process (from /proc, over the measured runs).
+
 Every contender runs in its own Apache (own ServerRoot, logs, port) with the same MPM block; all of them are
 started before the first round and stay up, so rounds alternate between them and the machine's noise falls
 on all alike. Prints Markdown tables."""
@@ -99,8 +106,22 @@ def c_mod_wsgi(venv=VENV):
     raise RuntimeError('mod_wsgi-express module-config printed no LoadModule:\n' + out.stdout)
 
 
-def wsgi_body(module, script, venv=VENV):
-    """What ours and the C module both get: the module, the venv as Python home, one WSGIScriptAlias."""
+def daemon_block(options, python):
+    """The daemon-mode lines every mod_wsgi contender gets alike (--mode daemon): one group, every request
+    delegated to it, the main interpreter. python: the contender's python-home= or python-path= option, as
+    its embedded config sets WSGIPythonHome or WSGIPythonPath. The socket lives in the Apache's own
+    directory (@DIR@), which www-data can traverse."""
+    return """WSGISocketPrefix "@DIR@/wsgi"
+WSGIDaemonProcess bench {options} {python}
+WSGIProcessGroup bench
+WSGIApplicationGroup %{{GLOBAL}}
+""".format(options=options, python=python)
+
+
+def wsgi_body(module, script, venv=VENV, daemon=None):
+    """What ours and the C module both get: the module, the venv as Python home, one WSGIScriptAlias; in
+    daemon mode (daemon: the --daemon-options) also the daemon block, with the venv as the group's Python
+    home."""
     where = os.path.dirname(script)
     return """LoadModule wsgi_module "{module}"
 WSGIPythonHome "{venv}"
@@ -108,7 +129,8 @@ WSGIScriptAlias / "{script}"
 <Directory "{where}">
     Require all granted
 </Directory>
-""".format(module=module, venv=venv, script=script, where=where)
+""".format(module=module, venv=venv, script=script, where=where) + (
+        daemon_block(daemon, 'python-home="%s"' % venv) if daemon is not None else '')
 
 
 def system_site_packages():
@@ -118,10 +140,10 @@ def system_site_packages():
     return found[0]
 
 
-def wsgi_system_body(module, script):
+def wsgi_system_body(module, script, daemon=None):
     """Ours and the C module on Debian's python3, as mod_python runs it: Python home left at /usr (Debian's
     interpreter finds its lib-dynload only there) and the venv's site-packages on the path, like mod_python's
-    PythonPath."""
+    PythonPath (in daemon mode: the group's python-path, which is what a daemon process reads)."""
     where = os.path.dirname(script)
     return """LoadModule wsgi_module "{module}"
 WSGIPythonPath "{site_packages}"
@@ -129,7 +151,8 @@ WSGIScriptAlias / "{script}"
 <Directory "{where}">
     Require all granted
 </Directory>
-""".format(module=module, site_packages=system_site_packages(), script=script, where=where)
+""".format(module=module, site_packages=system_site_packages(), script=script, where=where) + (
+        daemon_block(daemon, 'python-path="%s"' % system_site_packages()) if daemon is not None else '')
 
 
 def mod_python_body(shim_dir):
@@ -163,6 +186,7 @@ class Apache:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
                                      start_new_session=True)
         self.children = set()
+        self.daemons = set()  # daemon-mode processes (children of the parent that do not hold the listener)
 
     def url(self, path):
         return 'http://127.0.0.1:%d%s' % (self.port, path)
@@ -194,13 +218,48 @@ class Apache:
                                                                                  self.log()[-4000:]))
                 time.sleep(0.2)
 
-    def note_children(self):
-        """Remembers the worker processes alive now (the brief: one child, never a second)."""
+    def roles(self):
+        """{pid: 'child' or 'daemon'} for the parent's children now: those holding Apache's listening TCP
+        socket are its MPM children; the others are mod_wsgi daemon processes (which both modules fork from
+        the parent and keep off Apache's listener)."""
         try:
             with open('/proc/%d/task/%d/children' % (self.proc.pid, self.proc.pid)) as f:
-                self.children.update(int(c) for c in f.read().split())
+                pids = [int(c) for c in f.read().split()]
         except OSError:
-            pass
+            return {}
+        listeners = set()
+        with open('/proc/net/tcp') as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(':%04X' % self.port) and fields[3] == '0A':  # 0A: LISTEN
+                    listeners.add('socket:[%s]' % fields[9])
+        roles = {}
+        for pid in pids:
+            try:
+                fds = {os.readlink(os.path.join('/proc/%d/fd' % pid, fd)) for fd in os.listdir('/proc/%d/fd' % pid)}
+            except OSError:
+                continue
+            roles[pid] = 'child' if fds & listeners else 'daemon'
+        return roles
+
+    def note_children(self):
+        """Remembers the worker processes alive now (the brief: one child, never a second), and apart from them
+        the daemon processes (--mode daemon: one, never a second)."""
+        for pid, role in self.roles().items():
+            (self.children if role == 'child' else self.daemons).add(pid)
+
+    def cpu_seconds(self):
+        """{'child': s, 'daemon': s}: user + system CPU time so far of the MPM children and of the daemon
+        processes alive now; a round's difference is what that round cost each side."""
+        total = {'child': 0.0, 'daemon': 0.0}
+        for pid, role in self.roles().items():
+            try:
+                with open('/proc/%d/stat' % pid) as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            total[role] += (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')  # utime, stime
+        return total
 
     def peak_rss_mib(self):
         return standalone.tree_peak_rss_kib(self.proc.pid) / 1024
@@ -239,15 +298,16 @@ def keep_logs(servers, tag):
 
 
 def run_wrk(port, path, connections, duration):
-    """(req/s, p99 ms, errors, reconnects): errors as bench/run.py counts them (non-2xx, connect, write,
-    timeout); reconnects are wrk's read errors, keep-alive connections Apache closed (the event MPM closes idle
-    ones whenever all its workers are busy), after which wrk connects again."""
+    """(req/s, p99 ms, errors, reconnects, requests): errors as bench/run.py counts them (non-2xx, connect,
+    write, timeout); reconnects are wrk's read errors, keep-alive connections Apache closed (the event MPM closes
+    idle ones whenever all its workers are busy), after which wrk connects again."""
     cmd = ['wrk', '-t1', '-c%d' % connections, '-d%ds' % duration, '--latency',
            'http://127.0.0.1:%d%s' % (port, path)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
     rps, p99, bad = standalone.parse_wrk(out)
     m = re.search(r'Socket errors: connect \d+, read (\d+)', out)
-    return rps, p99, bad, int(m.group(1)) if m else 0
+    n = re.search(r'(\d+) requests in', out)
+    return rps, p99, bad, int(m.group(1)) if m else 0, int(n.group(1)) if n else 0
 
 
 def orders(names, rounds):
@@ -257,41 +317,76 @@ def orders(names, rounds):
         yield names[k:] + names[:k]
 
 
+def check_daemon(s, args):
+    """--mode daemon: the group must really exist (a module that accepted the directives but served in
+    Apache's child would measure embedded mode under the daemon heading)."""
+    if args.daemon is not None:
+        s.note_children()
+        if not s.daemons:
+            raise RuntimeError('%s: no daemon process beside the Apache child (children: %s):\n%s' % (
+                s.name, s.roles(), s.log()[-4000:]))
+
+
+def cpu_per_request(before, after, requests):
+    """µs of CPU per request in the Apache child and in the daemon process over one measured run."""
+    return {role: 1e6 * (after[role] - before[role]) / requests if requests else 0.0 for role in before}
+
+
+def mode_title(args):
+    return '' if args.daemon is None else ', daemon mode: WSGIDaemonProcess bench %s' % args.daemon
+
+
 def bench_hello(args):
-    specs = [('ours', wsgi_body(OURS, HELLO)), ('c', wsgi_body(c_mod_wsgi(), HELLO))]
+    specs = [('ours', wsgi_body(args.ours, HELLO, daemon=args.daemon)),
+             ('c', wsgi_body(c_mod_wsgi(), HELLO, daemon=args.daemon))]
     servers = start_all(specs)
     by_name = {s.name: s for s in servers}
     results = {s.name: [] for s in servers}
+    cpu = {s.name: [] for s in servers}
     try:
         for s in servers:
             body = s.get('/')
             if body != b'Hello World!':
                 raise RuntimeError('%s answered %r' % (s.name, body))
+            check_daemon(s, args)
             run_wrk(s.port, '/', args.connections, 2)  # warm-up: every thread, every path
         for order in orders(list(by_name), args.rounds):
             for name in order:
                 s = by_name[name]
+                before = s.cpu_seconds()
                 results[name].append(run_wrk(s.port, '/', args.connections, args.duration))
+                cpu[name].append(cpu_per_request(before, s.cpu_seconds(), results[name][-1][4]))
                 s.note_children()
                 print('  hello %-4s %8.0f req/s' % (name, results[name][-1][0]), file=sys.stderr, flush=True)
         rss = {s.name: s.peak_rss_mib() for s in servers}
     finally:
         for s in servers:
             s.stop()
-        keep_logs(servers, 'hello')
+        keep_logs(servers, 'hello' if args.daemon is None else 'daemon-hello')
 
     label = {'ours': 'rwsgi libmod_wsgi.so', 'c': 'C mod_wsgi %s' % args.c_version}
     print('\n### hello (examples/hello.py at /, wrk -t1 -c%d, %d rounds x %d s, event MPM 1 child x 16 '
-          'threads)\n' % (args.connections, args.rounds, args.duration))
-    print('| module | req/s (median) | rounds (in run order) | p99 ms (median) | peak RSS MiB | errors | '
-          'reconnects | Apache children seen |')
-    print('|---|---|---|---|---|---|---|---|')
+          'threads%s)\n' % (args.connections, args.rounds, args.duration, mode_title(args)))
+    if args.daemon is None:
+        print('| module | req/s (median) | rounds (in run order) | p99 ms (median) | peak RSS MiB | errors | '
+              'reconnects | Apache children seen |')
+        print('|---|---|---|---|---|---|---|---|')
+    else:
+        print('| module | req/s (median) | rounds (in run order) | p99 ms (median) | peak RSS MiB | errors | '
+              'reconnects | Apache children / daemon processes seen | CPU µs/request: Apache child, daemon '
+              '(median) |')
+        print('|---|---|---|---|---|---|---|---|---|')
     for name in ('ours', 'c'):
         r = results[name]
-        print('| %s | %.0f | %s | %.2f | %.1f | %d | %d | %d |' % (
+        row = '| %s | %.0f | %s | %.2f | %.1f | %d | %d | %d' % (
             label[name], statistics.median(x[0] for x in r), ' '.join('%.0f' % x[0] for x in r),
             statistics.median(x[1] for x in r), rss[name], sum(x[2] for x in r), sum(x[3] for x in r),
-            len(by_name[name].children)))
+            len(by_name[name].children))
+        if args.daemon is not None:
+            row += ' / %d | %.1f, %.1f' % (len(by_name[name].daemons),
+                                            statistics.median(c['child'] for c in cpu[name]),
+                                            statistics.median(c['daemon'] for c in cpu[name]))
+        print(row + ' |')
     ours = statistics.median(x[0] for x in results['ours'])
     c = statistics.median(x[0] for x in results['c'])
     paired = [o[0] / k[0] for o, k in zip(results['ours'], results['c'])]
@@ -328,6 +423,8 @@ def mean_sd(values):
 
 
 def bench_django(args):
+    if args.daemon is not None and 'mod_python' in args.django_contenders.split(','):
+        sys.exit('mod_python has no daemon mode: leave it out of --django-contenders with --mode daemon')
     shim_dir = tempfile.mkdtemp(prefix='rwsgi-bench-mod-python-')
     os.chmod(shim_dir, 0o755)
     with open(os.path.join(shim_dir, 'mysite_shim.py'), 'w') as f:
@@ -340,30 +437,35 @@ def bench_django(args):
         if name == 'mod_python':
             specs.append((name, mod_python_body(shim_dir)))
         elif name == 'c-system':
-            specs.append((name, wsgi_system_body(c_mod_wsgi(SYSTEM_VENV), script)))
+            specs.append((name, wsgi_system_body(c_mod_wsgi(SYSTEM_VENV), script, daemon=args.daemon)))
         elif name == 'ours-system':
-            specs.append((name, wsgi_system_body(SYSTEM_OURS, script)))
+            specs.append((name, wsgi_system_body(SYSTEM_OURS, script, daemon=args.daemon)))
         elif name == 'c':
-            specs.append((name, wsgi_body(c_mod_wsgi(), script)))
+            specs.append((name, wsgi_body(c_mod_wsgi(), script, daemon=args.daemon)))
         elif name == 'ours':
-            specs.append((name, wsgi_body(OURS, script)))
+            specs.append((name, wsgi_body(args.ours, script, daemon=args.daemon)))
         else:
             sys.exit('unknown Django contender %r' % name)
     rc = siege_rc(shim_dir)
     servers = start_all(specs)
     by_name = {s.name: s for s in servers}
     results = {s.name: [] for s in servers}
+    cpu = {s.name: [] for s in servers}
     try:
         bodies = {s.name: s.get('/page/') for s in servers}
         if len(set(bodies.values())) != 1:
             raise RuntimeError('the contenders serve different pages: %s' % {
                 k: len(v) for k, v in bodies.items()})
+        for s in servers:
+            check_daemon(s, args)
         for s in servers:  # warm-up
             run_siege(rc, s.url('/page/'), args.concurrency, 3)
         for order in orders(list(by_name), args.siege_runs):
             for name in order:
                 s = by_name[name]
+                before = s.cpu_seconds()
                 results[name].append(run_siege(rc, s.url('/page/'), args.concurrency, args.siege_time))
+                cpu[name].append(cpu_per_request(before, s.cpu_seconds(), results[name][-1]['transactions']))
                 s.note_children()
                 r = results[name][-1]
                 print('  django %-10s %7.1f trans/s %6.3f MB/s %6.3f s  failed %d' % (
@@ -373,7 +475,7 @@ def bench_django(args):
     finally:
         for s in servers:
             s.stop()
-        keep_logs(servers, 'django')
+        keep_logs(servers, 'django' if args.daemon is None else 'daemon-django')
         shutil.rmtree(shim_dir, ignore_errors=True)
 
     label = {'mod_python': 'mod_python %s' % args.mod_python_version.split('+')[0],
@@ -383,19 +485,27 @@ def bench_django(args):
               'ours-system': 'Debian %s' % args.system_python, 'c': 'pyenv %s' % args.venv_python,
               'ours': 'pyenv %s' % args.venv_python}
     print('\n### django (/page/ of tests/apps/django_site, siege -b -c%d -t%dS, connection close, %d runs '
-          'each, event MPM 1 child x 16 threads)\n' % (args.concurrency, args.siege_time, args.siege_runs))
+          'each, event MPM 1 child x 16 threads%s)\n' % (args.concurrency, args.siege_time, args.siege_runs,
+                                                          mode_title(args)))
+    daemon_head, daemon_rule = '', ''
+    if args.daemon is not None:
+        daemon_head, daemon_rule = ' CPU µs/transaction: Apache child, daemon (mean) |', '---|'
     print('| module | Python | transaction rate, trans/s | throughput, MB/s | response time, ms | '
-          'runs: trans/s (in run order) | transactions | failed | peak RSS MiB |')
-    print('|---|---|---|---|---|---|---|---|---|')
+          'runs: trans/s (in run order) | transactions | failed | peak RSS MiB |' + daemon_head)
+    print('|---|---|---|---|---|---|---|---|---|' + daemon_rule)
     for name in by_name:
         r = results[name]
         rate = mean_sd([x['transaction_rate'] for x in r])
         thr = mean_sd([x['data_transferred'] / x['elapsed_time'] for x in r])
         rt = mean_sd([1000 * x['concurrency'] / x['transaction_rate'] for x in r])
-        print('| %s | %s | %.1f ± %.1f | %.3f ± %.3f | %.1f ± %.1f | %s | %d | %d | %.1f |' % (
+        row = '| %s | %s | %.1f ± %.1f | %.3f ± %.3f | %.1f ± %.1f | %s | %d | %d | %.1f |' % (
             label[name], python[name], rate[0], rate[1], thr[0], thr[1], rt[0], rt[1],
             ' '.join('%.1f' % x['transaction_rate'] for x in r), sum(x['transactions'] for x in r),
-            sum(x['failed_transactions'] for x in r), rss[name]))
+            sum(x['failed_transactions'] for x in r), rss[name])
+        if args.daemon is not None:
+            row += ' %.0f, %.0f |' % (statistics.mean(c['child'] for c in cpu[name]),
+                                      statistics.mean(c['daemon'] for c in cpu[name]))
+        print(row)
     print()
     for a, b in (('ours-system', 'c-system'), ('ours-system', 'mod_python'), ('ours', 'c'),
                  ('c-system', 'mod_python')):
@@ -409,13 +519,15 @@ def bench_django(args):
     print('\n± is the sample standard deviation of the %d runs. Throughput is Siege\'s data transferred / elapsed '
           'time, response time its concurrency / transaction rate (= its mean response time, which it prints '
           'rounded to 10 ms). Apache children seen: %s.' % (
-              args.siege_runs, ', '.join('%s %d' % (s.name, len(s.children)) for s in servers)))
+              args.siege_runs, ', '.join('%s %d' % (s.name, len(s.children)) for s in servers)) + (
+              '' if args.daemon is None else ' Daemon processes seen: %s.' % ', '.join(
+                  '%s %d' % (s.name, len(s.daemons)) for s in servers)))
     sys.stdout.flush()
 
 
-def check_access():
+def check_access(ours):
     """The children run as www-data: they must reach the apps and the Python installations."""
-    paths = [HELLO, os.path.join(SITE, 'mysite.wsgi'), os.path.join(VENV, 'bin', 'python'), OURS,
+    paths = [HELLO, os.path.join(SITE, 'mysite.wsgi'), os.path.join(VENV, 'bin', 'python'), ours,
              os.path.join(SYSTEM_VENV, 'bin', 'python'), SYSTEM_OURS]
     for path in filter(os.path.exists, paths):
         if subprocess.run(['su', '-s', '/bin/sh', 'www-data', '-c', 'test -r "$0"', path]).returncode:
@@ -431,6 +543,11 @@ def version_of(cmd):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--parts', default='hello,django')
+    parser.add_argument('--mode', choices=('embedded', 'daemon'), default='embedded',
+                        help='daemon: every mod_wsgi contender runs the app in one WSGIDaemonProcess group')
+    parser.add_argument('--daemon-options', default='processes=1 threads=16',
+                        help='--mode daemon: WSGIDaemonProcess options, the same for every contender')
+    parser.add_argument('--ours', default=OURS, help="rwsgi's module (default: the release build)")
     parser.add_argument('--rounds', type=int, default=7, help='hello: wrk rounds per module')
     parser.add_argument('--duration', type=int, default=5, help='hello: seconds per wrk round')
     parser.add_argument('--connections', type=int, default=16,
@@ -438,12 +555,17 @@ def main():
     parser.add_argument('--siege-runs', type=int, default=3)
     parser.add_argument('--siege-time', type=int, default=20, help='django: seconds per Siege run')
     parser.add_argument('--concurrency', type=int, default=25, help="django: Siege users (Siege's default)")
-    parser.add_argument('--django-contenders', default='mod_python,c-system,ours-system,c,ours',
-                        help='-system: on Debian\'s python3 (as mod_python); c, ours: on the bench venv\'s')
+    parser.add_argument('--django-contenders', default=None,
+                        help='-system: on Debian\'s python3 (as mod_python); c, ours: on the bench venv\'s '
+                             '(default: mod_python,c-system,ours-system,c,ours; with --mode daemon: c,ours)')
     args = parser.parse_args()
+    args.daemon = args.daemon_options if args.mode == 'daemon' else None
+    if args.django_contenders is None:
+        args.django_contenders = 'c,ours' if args.daemon is not None else 'mod_python,c-system,ours-system,c,ours'
+    args.ours = os.path.abspath(args.ours)
     if os.geteuid() != 0:
         sys.exit('run as root: Apache switches its children to www-data')
-    check_access()
+    check_access(args.ours)
     py = os.path.join(VENV, 'bin', 'python')
     args.c_version = version_of([py, '-c', 'import importlib.metadata as m; print(m.version("mod-wsgi"))'])
     args.venv_python = version_of([py, '-c', 'import platform; print(platform.python_version())'])
@@ -451,11 +573,13 @@ def main():
     args.mod_python_version = version_of(['dpkg-query', '-W', '-f=${Version}', 'libapache2-mod-python'])
     commit = version_of(['git', '-C', REPO, 'log', '-1', '--format=%h %s'])
     dirty = version_of(['git', '-C', REPO, 'status', '--short', '--', 'crates', 'Cargo.toml', 'Cargo.lock'])
-    print('# rwsgi Apache benchmark: %s; %s, %d cores; commit %s%s; module built %s; C mod_wsgi %s; '
+    print('# rwsgi Apache benchmark%s: %s; %s, %d cores; commit %s%s; module %sbuilt %s; C mod_wsgi %s; '
           'libapache2-mod-python %s; %s' % (
+              ' (daemon mode)' if args.daemon is not None else '',
               version_of(['apache2', '-v']).splitlines()[0].split(': ')[-1], os.uname().machine, os.cpu_count(),
               commit, ' (crates/ with uncommitted changes)' if dirty else '',
-              time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(OURS))), args.c_version,
+              '' if args.ours == OURS else '%s, ' % args.ours,
+              time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(args.ours))), args.c_version,
               args.mod_python_version, version_of(['siege', '--version']).splitlines()[0] if shutil.which('siege')
               else 'no siege'))
     parts = args.parts.split(',')

@@ -551,3 +551,12 @@ unsafe extern "C" fn stop_generation(_data: *mut c_void) -> sys::apr_status_t {
     });
     0
 }
+
+/// In a new Apache child: the group sockets it inherited from the parent are the daemons' to accept on,
+/// not its own; it connects by path. Closing them keeps the child's descriptors to what it uses.
+pub(super) fn close_in_child() {
+    let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(parent) = parent.as_mut() {
+        parent.sockets.clear();
+    }
+}

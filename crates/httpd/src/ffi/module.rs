@@ -429,6 +429,7 @@ unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::se
     let Some(server) = (unsafe { Server::from_raw(server) }) else {
         return;
     };
+    let _ = catch_unwind(super::daemons::close_in_child);
     let _ = catch_unwind(AssertUnwindSafe(|| crate::python::child_init(&server)));
     // SAFETY: the child pool is live; its destruction (the child exiting) runs the cleanup once.
     unsafe {
