@@ -349,3 +349,30 @@ fn inactivity_timeout_and_restart_interval_recycle_the_daemon() {
         apache.wait_for_log("recycling");
     }
 }
+
+#[test]
+fn import_scripts_preload_in_their_daemon_group_only() {
+    let apache = Apache::start(&format!(
+        "WSGIDaemonProcess site threads=2 python-path=@REPO@/tests/apps\n\
+         WSGIImportScript @REPO@/tests/apps/preload.wsgi process-group=site application-group=preloaded\n\
+         WSGIScriptAlias /p @REPO@/tests/apps/preload.wsgi process-group=site application-group=preloaded\n\
+         {ACCESS}"
+    ));
+    let log = apache.wait_for_log("into application group 'preloaded'.");
+    // Only the daemon imported it, not Apache's own children.
+    assert_eq!(log.matches("Imported script").count(), 1, "{log}");
+    let before_request = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let report = apache.get("/p").json();
+    assert!(
+        report["imported_at"].as_f64().unwrap() < before_request,
+        "{report}"
+    );
+    assert_eq!(report["group"], "preloaded");
+    assert_eq!(
+        report["executions"], 1,
+        "the request used the preloaded module"
+    );
+}

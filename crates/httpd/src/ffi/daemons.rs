@@ -285,7 +285,7 @@ fn keep_sockets(parent: &mut Parent, plan: &Plan, apache_uid: u32) -> Result<(),
             continue;
         }
         let owner = daemon::socket_owner(&group.group, apache_uid)?;
-        let listener = listen(&group.socket, group.group.listen_backlog, owner).map_err(|err| {
+        let listener = listen(&group.socket, &group.group, owner).map_err(|err| {
             format!(
                 "mod_wsgi: cannot create the socket '{}' of WSGI daemon process '{}': {err}",
                 group.socket.display(),
@@ -297,13 +297,20 @@ fn keep_sockets(parent: &mut Parent, plan: &Plan, apache_uid: u32) -> Result<(),
     Ok(())
 }
 
-fn listen(path: &Path, backlog: u32, owner: u32) -> std::io::Result<UnixListener> {
+fn listen(path: &Path, group: &daemon::DaemonGroup, owner: u32) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
     // A socket left by an Apache that did not stop cleanly.
     let _ = std::fs::remove_file(path);
     let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    // `send-buffer-size`/`receive-buffer-size`: accepted connections inherit them.
+    if let Some(size) = group.send_buffer_size {
+        socket.set_send_buffer_size(size)?;
+    }
+    if let Some(size) = group.receive_buffer_size {
+        socket.set_recv_buffer_size(size)?;
+    }
     socket.bind(&socket2::SockAddr::unix(path)?)?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.listen(i32::try_from(group.listen_backlog).unwrap_or(i32::MAX))?;
     // Only Apache's children (running as `User`, or `socket-user`) may connect.
     nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(owner)), None)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
