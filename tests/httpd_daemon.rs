@@ -50,7 +50,7 @@ fn two_groups_with_their_own_threads_and_python_home_serve_two_apps() {
     let venv = venv();
     let mut apache = Apache::start(&format!(
         "WSGIDaemonProcess one threads=3 display-name=%{{GROUP}}\n\
-         WSGIDaemonProcess two processes=1 threads=5 python-home={venv} lang=C.UTF-8 home=/tmp\n\
+         WSGIDaemonProcess two processes=1 threads=5 python-home={venv} lang=C.UTF-8 home=/tmp user=nobody group=nogroup\n\
          WSGIScriptAlias /one @REPO@/tests/apps/daemon_probe.py process-group=one application-group=%{{GLOBAL}}\n\
          WSGIScriptAlias /two @REPO@/tests/apps/daemon_probe.py process-group=two\n\
          {ACCESS}",
@@ -84,8 +84,10 @@ fn two_groups_with_their_own_threads_and_python_home_serve_two_apps() {
         (two["cwd"].as_str(), two["lang"].as_str()),
         (Some("/tmp"), Some("C.UTF-8"))
     );
-    // Apache's User, not root; each group in its own process, not an Apache child.
+    // Apache's User by default, the group's `user=` when given; never root. Each group in its own
+    // process, not an Apache child.
     assert_eq!(one["uid"].as_u64(), Some(33));
+    assert_eq!(two["uid"].as_u64(), Some(65534));
     let (one_pid, two_pid) = (one["pid"].as_u64().unwrap(), two["pid"].as_u64().unwrap());
     assert_ne!(one_pid, two_pid);
     let cmdline = std::fs::read(format!("/proc/{one_pid}/cmdline")).unwrap();
