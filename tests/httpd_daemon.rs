@@ -378,3 +378,19 @@ fn import_scripts_preload_in_their_daemon_group_only() {
         "the request used the preloaded module"
     );
 }
+
+#[test]
+fn deadlock_timeout_replaces_a_process_whose_gil_is_never_released() {
+    let apache = one_group("threads=2 deadlock-timeout=2");
+    let first = pid_of(&apache.get("/"));
+    let started = Instant::now();
+    let stuck = apache.get("/hold_gil");
+    assert_eq!(stuck.status, 502, "the daemon died before its head");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    apache.wait_for_log("the Python GIL has not been released for 2 s");
+    wait_for_new_daemon(&apache, first);
+}

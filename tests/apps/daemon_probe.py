@@ -22,6 +22,11 @@ def application(environ, start_response):
     if path == '/sleep':
         seconds = float(environ.get('QUERY_STRING', '').partition('=')[2] or '1')
         time.sleep(seconds)
+    if path == '/hold_gil':
+        # Catastrophic backtracking: the regex engine runs for a long time without releasing the GIL, as
+        # a misbehaving C extension would.
+        import re
+        re.match(r'(a+)+$', 'a' * 31 + 'b')
     if path == '/spin':
         # Pure Python, so a stack dump shows this frame.
         end = time.time() + float(environ.get('QUERY_STRING', '').partition('=')[2] or '1')

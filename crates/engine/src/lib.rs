@@ -272,6 +272,11 @@ pub fn redirect_std_streams(log: Arc<dyn ErrorLog>) -> Result<(), EngineError> {
 }
 
 impl Engine {
+    /// Takes the GIL and gives it back: returns only when some thread released it (a watchdog's probe).
+    pub fn touch_gil() {
+        Python::attach(|_| ());
+    }
+
     /// Every Python thread's current stack, formatted as tracebacks, named by thread (for stuck requests).
     /// Waits for the GIL: a thread spinning in C with the GIL held makes this wait, so callers bound it.
     pub fn dump_stacks() -> String {

@@ -10,7 +10,8 @@ mod limits;
 mod queue;
 
 pub use limits::{
-    stacks_within, watch_inactivity, watch_interrupts, watch_lifetime, watch_request_timeouts,
+    stacks_within, watch_gil, watch_inactivity, watch_interrupts, watch_lifetime,
+    watch_request_timeouts,
 };
 pub use queue::{Closed, Monitor, Overdue, Pool, PoolOptions, Recycle, Serve, Submitter};
 

@@ -122,6 +122,45 @@ pub fn watch_interrupts(monitor: &Monitor, limit: Duration, names: Names) {
     }
 }
 
+/// Deadlock timeout: once a second, a probe thread takes the GIL; if no thread has let it go for `limit`
+/// (a C extension holding it while it blocks or spins), the process cannot serve and `stuck` is called
+/// (it ends the process: the GIL will not be had for a clean stop).
+pub fn watch_gil(limit: Duration, names: Names, stuck: &dyn Fn()) {
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (answer, answered) = std::sync::mpsc::channel::<()>();
+    let probe = std::thread::Builder::new()
+        .name("rwsgi-gil-probe".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                rwsgi_engine::Engine::touch_gil();
+                if answer.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+    if probe.is_err() {
+        return;
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if ask.send(()).is_err() {
+            return;
+        }
+        if answered.recv_timeout(limit).is_err() {
+            eprintln!(
+                "{}: the Python GIL has not been released for {:.0} s in {} {} (a deadlock, or a C \
+                 extension holding it); restarting",
+                names.log,
+                limit.as_secs_f64(),
+                names.process,
+                std::process::id()
+            );
+            stuck();
+            return;
+        }
+    }
+}
+
 /// Every Python thread's stack, or a note saying why not if the GIL is not had within `wait`.
 pub fn stacks_within(wait: Duration) -> String {
     let (tx, rx) = std::sync::mpsc::channel();

@@ -284,6 +284,16 @@ fn start_limits(
             }),
         )?;
     }
+    if let Some(limit) = group.deadlock_timeout {
+        spawn(
+            "mod_wsgi-deadlock",
+            Box::new(move || {
+                // No clean stop is possible without the GIL: the process ends now, and Apache's parent
+                // starts another.
+                rwsgi_pool::watch_gil(limit, NAMES, &|| std::process::exit(1))
+            }),
+        )?;
+    }
     if let Some(limit) = group.inactivity_timeout {
         let (monitor, retire) = (pool.monitor(), Arc::clone(retire));
         spawn(
