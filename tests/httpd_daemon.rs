@@ -394,3 +394,24 @@ fn deadlock_timeout_replaces_a_process_whose_gil_is_never_released() {
     apache.wait_for_log("the Python GIL has not been released for 2 s");
     wait_for_new_daemon(&apache, first);
 }
+
+#[test]
+fn startup_timeout_restarts_a_process_whose_application_cannot_load() {
+    let apache = Apache::start(&format!(
+        "WSGIDaemonProcess site threads=1 startup-timeout=1\n\
+         WSGIScriptAlias / @REPO@/tests/apps/broken.py process-group=site application-group=%{{GLOBAL}}\n\
+         {ACCESS}"
+    ));
+    assert_eq!(apache.get("/").status, 500);
+    apache.wait_for_log("Application failed to load within startup-timeout (1 s)");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while apache
+        .error_log()
+        .matches("Starting process 'site'")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{}", apache.error_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rwsgi_engine::interp::{self, InterpreterConfig};
@@ -18,6 +19,14 @@ use crate::ffi::{self, Level, Server};
 
 /// This child's interpreter, if it started.
 static CHILD: OnceLock<Result<Child, String>> = OnceLock::new();
+
+/// Whether an application failed to load in this process, and whether one ever loaded (`startup-timeout`).
+static LOADS: (AtomicBool, AtomicBool) = (AtomicBool::new(false), AtomicBool::new(false));
+
+/// True when an application failed to load here and none has loaded since the process started.
+pub(crate) fn only_failed_loads() -> bool {
+    LOADS.0.load(Ordering::Acquire) && !LOADS.1.load(Ordering::Acquire)
+}
 
 struct Child {
     threads: usize,
@@ -381,6 +390,7 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp
         None => load(),
     }
     .map_err(|err| {
+        LOADS.0.store(true, Ordering::Release);
         if let rwsgi_engine::EngineError::NoCallable { callable, .. } = &err {
             return LoadError::NoCallable {
                 script: key.script.display().to_string(),
@@ -404,6 +414,7 @@ pub(crate) fn application(key: &AppKey, process_group: &str) -> Result<LoadedApp
         interpreter,
     };
     apps.loaded.insert(key.clone(), app.clone());
+    LOADS.1.store(true, Ordering::Release);
     Ok(app)
 }
 

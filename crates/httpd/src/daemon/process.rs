@@ -284,6 +284,23 @@ fn start_limits(
             }),
         )?;
     }
+    if let Some(limit) = group.startup_timeout {
+        let retire = Arc::clone(retire);
+        spawn(
+            "mod_wsgi-startup",
+            Box::new(move || {
+                std::thread::sleep(limit);
+                if python::only_failed_loads() {
+                    log(&format!(
+                        "Application failed to load within startup-timeout ({} s); restarting the \
+                         process so it can start afresh.",
+                        limit.as_secs()
+                    ));
+                    retire();
+                }
+            }),
+        )?;
+    }
     if let Some(limit) = group.deadlock_timeout {
         spawn(
             "mod_wsgi-deadlock",
