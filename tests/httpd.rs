@@ -486,14 +486,9 @@ fn access_authentication_and_group_scripts() {
     assert_eq!(get("/suite/status", "").status, 403);
 }
 
-#[test]
-fn import_scripts_run_at_process_start_in_their_group() {
-    let apache = Apache::start(&format!(
-        "{ONE_CHILD}WSGIPythonPath @REPO@/tests/apps\n\
-         WSGIImportScript @REPO@/tests/apps/preload.wsgi process-group=%{{GLOBAL}} application-group=preloaded\n\
-         WSGIScriptAlias /p @REPO@/tests/apps/preload.wsgi application-group=preloaded\n{APPS_ACCESS}"
-    ));
-    apache.wait_for_log("into application group 'preloaded'.");
+/// preload.wsgi at /p was imported into group 'preloaded' before any request, and /p used that module.
+pub(crate) fn assert_preloaded(apache: &Apache) -> String {
+    let log = apache.wait_for_log("into application group 'preloaded'.");
     let before_request = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -506,6 +501,17 @@ fn import_scripts_run_at_process_start_in_their_group() {
     assert_eq!(report["group"], "preloaded");
     // The request used the imported module: the script ran once.
     assert_eq!(report["executions"], 1);
+    log
+}
+
+#[test]
+fn import_scripts_run_at_process_start_in_their_group() {
+    let apache = Apache::start(&format!(
+        "{ONE_CHILD}WSGIPythonPath @REPO@/tests/apps\n\
+         WSGIImportScript @REPO@/tests/apps/preload.wsgi process-group=%{{GLOBAL}} application-group=preloaded\n\
+         WSGIScriptAlias /p @REPO@/tests/apps/preload.wsgi application-group=preloaded\n{APPS_ACCESS}"
+    ));
+    assert_preloaded(&apache);
     let out = config_must_fail("WSGIImportScript /x.wsgi application-group=%{GLOBAL}\n");
     assert!(
         out.contains("must specify both process-group= and application-group="),
