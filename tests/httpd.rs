@@ -805,7 +805,8 @@ fn reload_required_hook_and_a_lost_mtime_reload_the_script() {
     // The app runs as www-data and removes the flag it acts on.
     std::fs::set_permissions(flags, std::fs::Permissions::from_mode(0o777)).unwrap();
     let apache = Apache::start(&format!(
-        "WSGIScriptAlias /r @REPO@/tests/apps/reload_hook.py\n{APPS_ACCESS}"
+        // One child, one copy of the script: the ids compared are that copy's.
+        "{ONE_CHILD}WSGIScriptAlias /r @REPO@/tests/apps/reload_hook.py\n{APPS_ACCESS}"
     ));
     let id = || apache.get("/r").text();
     let first = id();
