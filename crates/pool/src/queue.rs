@@ -382,6 +382,11 @@ impl RequestSource for Queue {
         let mut state = self.lock();
         state.standby = false;
         self.standby_waiting.store(false, Ordering::Release);
+        // A thread woken for a request queued meanwhile found the standby in its way and went back to
+        // sleep; the watchdog must look again, or that request waits for this one to finish.
+        if !state.requests.is_empty() && state.watchdog_parked {
+            self.watch.notify_one();
+        }
     }
 }
 
