@@ -402,17 +402,28 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
 
 /// A `str` as latin-1 bytes, raising Python's own UnicodeEncodeError (as mod_wsgi does) if it is not.
 fn latin1(text: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if !text.is_instance_of::<PyString>() {
+    let Ok(string) = text.cast::<PyString>() else {
         return Err(PyTypeError::new_err(format!(
             "must be str, not {}",
             type_name(text)
         )));
+    };
+    // Every response's status and headers pass here: converted in Rust; only a value that is not
+    // latin-1 goes through Python's own encoder, for its exact UnicodeEncodeError.
+    // (A lone surrogate cannot even be read as UTF-8: Python's encoder reports that one too.)
+    let converted: Option<Vec<u8>> = string.to_cow().ok().and_then(|text| {
+        text.chars()
+            .map(|c| u8::try_from(u32::from(c)).ok())
+            .collect()
+    });
+    match converted {
+        Some(bytes) => Ok(bytes),
+        None => Ok(text
+            .call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
+            .cast_into::<PyBytes>()?
+            .as_bytes()
+            .to_vec()),
     }
-    Ok(text
-        .call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
-        .cast_into::<PyBytes>()?
-        .as_bytes()
-        .to_vec())
 }
 
 /// Bytes as Python shows them (`b'200 OK'`), for messages worded as mod_wsgi words them.
