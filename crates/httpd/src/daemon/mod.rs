@@ -58,53 +58,51 @@ pub(crate) fn find(name: &str) -> Option<GroupPlan> {
         .cloned()
 }
 
+/// A user's id from `name` or `#uid`, as mod_wsgi's options take it.
+fn user_id(name: &str, what: &str) -> Result<u32, String> {
+    if let Some(id) = name.strip_prefix('#') {
+        return id
+            .parse()
+            .map_err(|_| format!("Invalid {what} id '{name}'"));
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        _ => Err(format!("Unknown {what} '{name}'")),
+    }
+}
+
+/// A group's id from `name` or `#gid`.
+fn group_id(name: &str) -> Result<u32, String> {
+    if let Some(id) = name.strip_prefix('#') {
+        return id.parse().map_err(|_| format!("Invalid group id '{name}'"));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        _ => Err(format!("Unknown group '{name}'")),
+    }
+}
+
 /// Resolves who a group's processes run as: its `user`/`group` options, else Apache's own.
 pub(crate) fn resolve_identity(
     group: &DaemonGroup,
     apache_uid: u32,
     apache_gid: u32,
 ) -> Result<(u32, u32, Vec<u32>), String> {
-    use nix::unistd::{Group, User};
-    let user_id = |name: &str| -> Result<u32, String> {
-        if let Some(id) = name.strip_prefix('#') {
-            return id.parse().map_err(|_| format!("Invalid user id '{name}'."));
-        }
-        match User::from_name(name) {
-            Ok(Some(user)) => Ok(user.uid.as_raw()),
-            _ => Err(format!(
-                "Unknown user '{name}' for WSGI daemon process '{}'.",
-                group.name
-            )),
-        }
-    };
-    let group_id = |name: &str| -> Result<u32, String> {
-        if let Some(id) = name.strip_prefix('#') {
-            return id
-                .parse()
-                .map_err(|_| format!("Invalid group id '{name}'."));
-        }
-        match Group::from_name(name) {
-            Ok(Some(found)) => Ok(found.gid.as_raw()),
-            _ => Err(format!(
-                "Unknown group '{name}' for WSGI daemon process '{}'.",
-                group.name
-            )),
-        }
-    };
+    let for_group = |err: String| format!("{err} for WSGI daemon process '{}'.", group.name);
     let uid = match &group.user {
-        Some(name) => user_id(name)?,
+        Some(name) => user_id(name, "user").map_err(for_group)?,
         None => apache_uid,
     };
     if uid == 0 && group.user.is_some() {
         return Err("WSGI process blocked from running as root.".into());
     }
     let gid = match &group.group {
-        Some(name) => group_id(name)?,
+        Some(name) => group_id(name).map_err(for_group)?,
         None => apache_gid,
     };
     let mut groups = vec![gid];
     for name in &group.supplementary_groups {
-        groups.push(group_id(name)?);
+        groups.push(group_id(name).map_err(for_group)?);
     }
     Ok((uid, gid, groups))
 }
@@ -113,14 +111,6 @@ pub(crate) fn resolve_identity(
 pub(crate) fn socket_owner(group: &DaemonGroup, apache_uid: u32) -> Result<u32, String> {
     match &group.socket_user {
         None => Ok(apache_uid),
-        Some(name) => match name.strip_prefix('#') {
-            Some(id) => id
-                .parse()
-                .map_err(|_| format!("Invalid socket user '{name}'.")),
-            None => match nix::unistd::User::from_name(name) {
-                Ok(Some(user)) => Ok(user.uid.as_raw()),
-                _ => Err(format!("Unknown socket user '{name}'.")),
-            },
-        },
+        Some(name) => user_id(name, "socket user").map_err(|err| format!("{err}.")),
     }
 }
