@@ -205,15 +205,7 @@ fn run_import_scripts(main: &Server<'_>) {
     let Some(Ok(child)) = CHILD.get() else {
         return;
     };
-    // A virtual host with none of this module's directives shares its parent's config: run it once.
-    let mut seen: Vec<*const crate::config::ServerConfig> = Vec::new();
-    let mut server = Some(*main);
-    while let Some(current) = server {
-        if seen.contains(&std::ptr::from_ref(current.config())) {
-            server = current.next();
-            continue;
-        }
-        seen.push(current.config());
+    for current in main.with_own_configs() {
         let imports = current.config().import_scripts.iter();
         for import in imports.filter(|i| i.process_group == child.process_group) {
             let result =
@@ -250,7 +242,6 @@ fn run_import_scripts(main: &Server<'_>) {
                 Err(err) => ffi::log_server(Some(&current), Level::Error, &err.to_string()),
             }
         }
-        server = current.next();
     }
 }
 

@@ -162,17 +162,8 @@ pub(super) unsafe fn start(
 /// Every server's groups, numbered; a name may be used once in the whole configuration.
 fn collect_groups(main: &Server<'_>) -> Result<Vec<daemon::DaemonGroup>, String> {
     let mut groups: Vec<daemon::DaemonGroup> = Vec::new();
-    // A virtual host with none of this module's directives shares its parent's config: count it once.
-    let mut seen: Vec<*const crate::config::ServerConfig> = Vec::new();
-    let mut server = Some(*main);
-    while let Some(current) = server {
-        let config = current.config();
-        server = current.next();
-        if seen.contains(&std::ptr::from_ref(config)) {
-            continue;
-        }
-        seen.push(config);
-        for group in &config.daemons {
+    for server in main.with_own_configs() {
+        for group in &server.config().daemons {
             if groups.iter().any(|g| g.name == group.name) {
                 return Err(format!(
                     "WSGIDaemonProcess: name '{}' duplicates a previous WSGI daemon definition.",

@@ -234,6 +234,22 @@ impl<'a> Server<'a> {
         unsafe { Server::from_raw((*self.raw.as_ptr()).next) }
     }
 
+    /// This server (the main one) and every virtual host after it with a module config of its own: a
+    /// virtual host with none of this module's directives shares its parent's, and is left out, so
+    /// what a config holds is counted or run once.
+    pub(crate) fn with_own_configs(&self) -> Vec<Server<'a>> {
+        let mut servers: Vec<Server<'a>> = Vec::new();
+        let mut server = Some(*self);
+        while let Some(current) = server {
+            let config = current.config();
+            if !servers.iter().any(|s| std::ptr::eq(s.config(), config)) {
+                servers.push(current);
+            }
+            server = current.next();
+        }
+        servers
+    }
+
     /// `ServerName` of this server.
     pub(crate) fn hostname(&self) -> &'a str {
         // SAFETY: the server is live for 'a.
