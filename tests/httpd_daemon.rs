@@ -126,6 +126,13 @@ fn a_killed_daemon_is_replaced_and_broken_responses_answer_as_mod_wsgi() {
     }
     apache.wait_for_log("Process 'site' has died, deregister and restart it.");
 
+    // A response larger than one frame of the protocol arrives whole.
+    let huge = apache.get("/huge");
+    assert_eq!(
+        (huge.status, huge.body.len(), huge.complete),
+        (200, 17 << 20, true)
+    );
+
     // Died before its head: 502. Died after it: the client's response is cut short, never complete.
     assert_eq!(
         apache.get("/die_before_head").status,

@@ -19,6 +19,10 @@ def application(environ, start_response):
             yield b'never sent'
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return body()
+    if path == '/huge':
+        # More than one frame of the daemon protocol can hold (16 MiB).
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return [b'x' * (17 * 1024 * 1024)]
     if path == '/sleep':
         seconds = float(environ.get('QUERY_STRING', '').partition('=')[2] or '1')
         time.sleep(seconds)

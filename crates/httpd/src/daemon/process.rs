@@ -522,6 +522,9 @@ impl BodyReader for DaemonBody {
     }
 }
 
+/// A whole response up to this size is written while the GIL is held: a UNIX socket's buffer takes it.
+const SMALL_RESPONSE: usize = 64 * 1024;
+
 /// The response, as frames to the Apache child.
 struct DaemonResponse {
     stream: UnixStream,
@@ -529,37 +532,33 @@ struct DaemonResponse {
 }
 
 impl DaemonResponse {
-    fn frames(output: &Output) -> Vec<(Kind, Vec<u8>)> {
-        match output {
-            Output::Complete(head, body) => {
-                let mut frames = vec![(Kind::Head, wire::encode_head(head))];
-                if !body.is_empty() {
-                    frames.push((Kind::Body, body.to_vec()));
-                }
-                frames.push((Kind::End, Vec::new()));
-                frames
-            }
-            Output::Head(head) => vec![(Kind::Head, wire::encode_head(head))],
-            Output::Body(bytes) => vec![(Kind::Body, bytes.to_vec())],
-            Output::End => vec![(Kind::End, Vec::new())],
-            Output::Abort => vec![(Kind::Abort, Vec::new())],
-            // Read below, in `send`.
-            Output::File(_) => Vec::new(),
-        }
-    }
-
     fn write_all(&mut self, output: Output) -> io::Result<()> {
         if matches!(output, Output::Complete(..) | Output::End | Output::Abort) {
             self.ended = true;
         }
-        if let Output::File(region) = output {
-            return self.send_file(region);
+        let stream = &mut self.stream;
+        match output {
+            // A small whole response: its frames in one write.
+            Output::Complete(head, body) if body.len() <= SMALL_RESPONSE => {
+                let mut buf = Vec::with_capacity(body.len() + 512);
+                wire::put_frame(&mut buf, Kind::Head, &wire::encode_head(&head))?;
+                if !body.is_empty() {
+                    wire::put_frame(&mut buf, Kind::Body, &body)?;
+                }
+                wire::put_frame(&mut buf, Kind::End, b"")?;
+                stream.write_all(&buf)
+            }
+            Output::Complete(head, body) => {
+                wire::write_frame(stream, Kind::Head, &wire::encode_head(&head))?;
+                wire::write_body(stream, &body)?;
+                wire::write_frame(stream, Kind::End, b"")
+            }
+            Output::Head(head) => wire::write_frame(stream, Kind::Head, &wire::encode_head(&head)),
+            Output::Body(bytes) => wire::write_body(stream, &bytes),
+            Output::End => wire::write_frame(stream, Kind::End, b""),
+            Output::Abort => wire::write_frame(stream, Kind::Abort, b""),
+            Output::File(region) => self.send_file(region),
         }
-        let mut buf = Vec::new();
-        for (kind, payload) in Self::frames(&output) {
-            wire::write_frame(&mut buf, kind, &payload)?;
-        }
-        self.stream.write_all(&buf)
     }
 
     fn send_file(&mut self, region: rwsgi_engine::FileRegion) -> io::Result<()> {
@@ -585,7 +584,7 @@ impl ResponseSink for DaemonResponse {
     fn try_send(&mut self, output: Output) -> Result<(), TrySendError> {
         // Whole small responses go at once: a UNIX socket's buffer takes them without waiting.
         let small = match &output {
-            Output::Complete(_, body) => body.len() <= 64 * 1024,
+            Output::Complete(_, body) => body.len() <= SMALL_RESPONSE,
             Output::Head(_) | Output::End | Output::Abort => true,
             Output::Body(_) | Output::File(_) => false,
         };

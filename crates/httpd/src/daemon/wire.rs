@@ -46,24 +46,41 @@ fn malformed(what: &str) -> io::Error {
     )
 }
 
-/// Writes one frame.
-pub(crate) fn write_frame(out: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(payload.len())
+/// The frame header for a payload of `len` bytes.
+fn header(kind: Kind, len: usize) -> io::Result<[u8; 5]> {
+    let len = u32::try_from(len)
         .ok()
         .filter(|len| *len as usize <= MAX_FRAME)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     let mut header = [0u8; 5];
     header[0] = kind as u8;
     header[1..].copy_from_slice(&len.to_be_bytes());
+    Ok(header)
+}
+
+/// Appends one frame to `buf`, to go out with others in one write.
+pub(crate) fn put_frame(buf: &mut Vec<u8>, kind: Kind, payload: &[u8]) -> io::Result<()> {
+    buf.extend_from_slice(&header(kind, payload.len())?);
+    buf.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Writes one frame.
+pub(crate) fn write_frame(out: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
     if payload.len() <= 4096 {
         // One write for a small frame: one packet, one wake-up on the other side.
         let mut frame = Vec::with_capacity(5 + payload.len());
-        frame.extend_from_slice(&header);
-        frame.extend_from_slice(payload);
+        put_frame(&mut frame, kind, payload)?;
         return out.write_all(&frame);
     }
-    out.write_all(&header)?;
+    out.write_all(&header(kind, payload.len())?)?;
     out.write_all(payload)
+}
+
+/// Writes body bytes as `Body` frames, as many as their size needs.
+pub(crate) fn write_body(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    data.chunks(MAX_FRAME)
+        .try_for_each(|chunk| write_frame(out, Kind::Body, chunk))
 }
 
 /// Reads one frame. `Ok(None)`: the peer closed the connection between frames.
@@ -237,6 +254,16 @@ mod tests {
         read_frame(&mut cut).unwrap();
         read_frame(&mut cut).unwrap();
         assert!(read_frame(&mut cut).is_err());
+    }
+
+    #[test]
+    fn a_body_larger_than_a_frame_goes_in_several() {
+        let mut wire = Vec::new();
+        write_body(&mut wire, &vec![1; MAX_FRAME + 10]).unwrap();
+        let mut input = &wire[..];
+        assert_eq!(read_frame(&mut input).unwrap().unwrap().1.len(), MAX_FRAME);
+        assert_eq!(read_frame(&mut input).unwrap().unwrap().1.len(), 10);
+        assert_eq!(read_frame(&mut input).unwrap(), None);
     }
 
     #[test]
