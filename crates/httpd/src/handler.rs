@@ -329,12 +329,6 @@ fn run(
         Ok(daemon) => daemon,
         Err(code) => return code,
     };
-    let key = AppKey {
-        script: target.script.clone(),
-        application_group: application_group.clone(),
-        callable: target.callable.clone(),
-        script_reloading: settings.script_reloading.unwrap_or(true),
-    };
     let vars = environ::build(
         request,
         settings,
@@ -357,6 +351,12 @@ fn run(
         );
         return crate::daemon::client::forward(request, &plan, &vars, error_override);
     }
+    let key = AppKey {
+        script: target.script.clone(),
+        application_group,
+        callable: target.callable.clone(),
+        script_reloading: settings.script_reloading.unwrap_or(true),
+    };
     let app = match python::application(&key, &process_group) {
         Ok(app) => app,
         Err(err) => {
@@ -406,7 +406,7 @@ fn daemon_for(
     settings: &Scoped,
     process_group: &str,
     restrict_embedded: bool,
-) -> Result<Option<crate::daemon::GroupPlan>, i32> {
+) -> Result<Option<std::sync::Arc<crate::daemon::GroupPlan>>, i32> {
     if let Some(allowed) = &settings.restrict_process {
         if !allowed.iter().any(|g| g == process_group) {
             request.log(

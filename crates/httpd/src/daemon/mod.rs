@@ -39,8 +39,8 @@ impl GroupPlan {
     }
 }
 
-/// Every daemon group of this Apache generation.
-pub(crate) type Plan = Vec<GroupPlan>;
+/// Every daemon group of this Apache generation (shared: each request of a group looks its group up).
+pub(crate) type Plan = Vec<Arc<GroupPlan>>;
 
 static PLAN: RwLock<Option<Arc<Plan>>> = RwLock::new(None);
 
@@ -50,7 +50,7 @@ pub(crate) fn publish(plan: Plan) {
 }
 
 /// The group called `name`, if this generation has one.
-pub(crate) fn find(name: &str) -> Option<GroupPlan> {
+pub(crate) fn find(name: &str) -> Option<Arc<GroupPlan>> {
     let plan = PLAN.read().unwrap_or_else(|p| p.into_inner());
     plan.as_ref()?
         .iter()

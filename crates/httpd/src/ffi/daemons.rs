@@ -94,14 +94,14 @@ pub(super) unsafe fn start(
             prefix.display(),
             group.id
         ));
-        plan.push(GroupPlan {
+        plan.push(Arc::new(GroupPlan {
             group,
             uid,
             gid,
             groups: supplementary,
             socket,
             apache_timeout,
-        });
+        }));
     }
     // SAFETY: the main server's process record and its pool live as long as Apache.
     let process_pool = unsafe { (*(*server).process).pool };
