@@ -230,6 +230,35 @@ fn graceful_restart_under_load_fails_no_request() {
 }
 
 #[test]
+fn shutdown_timeout_names_what_was_unfinished() {
+    let apache = one_group("threads=2 shutdown-timeout=1");
+    let first = pid_of(&apache.get("/"));
+    std::thread::scope(|scope| {
+        let stuck = scope.spawn(|| try_get(&apache, "/sleep?s=30"));
+        apache.wait_for_log("daemon_probe called for /sleep");
+        apache.control_and_wait("graceful");
+        let log = apache.wait_for_log("Aborting process: shutdown timeout reached");
+        let report = &log[log.find("Aborting process").unwrap_or_default()..];
+        assert!(
+            report.contains("request GET /sleep?s=30 running for"),
+            "{report}"
+        );
+        assert!(report.contains("0 requests queued"), "{report}");
+        // The thread still in the request is listed with its kernel state (the idle ones have ended).
+        assert!(
+            report.contains("rwsgi-python-") && report.contains("(tid "),
+            "{report}"
+        );
+        assert!(
+            report.contains("daemon_probe.py") && report.contains("time.sleep(seconds)"),
+            "the stacks show where the request was:\n{report}"
+        );
+        assert_ne!(stuck.join().unwrap(), 200);
+    });
+    wait_for_new_daemon(&apache, first);
+}
+
+#[test]
 fn maximum_requests_recycles_the_daemon() {
     let apache = one_group("threads=1 maximum-requests=4");
     let mut pids = std::collections::BTreeSet::new();

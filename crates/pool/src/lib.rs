@@ -10,7 +10,7 @@ mod limits;
 mod queue;
 
 pub use limits::{
-    stacks_within, watch_gil, watch_inactivity, watch_interrupts, watch_lifetime,
+    stacks_within, unfinished_work, watch_gil, watch_inactivity, watch_interrupts, watch_lifetime,
     watch_request_timeouts,
 };
 pub use queue::{Closed, Monitor, Overdue, Pool, PoolOptions, Recycle, Serve, Submitter};

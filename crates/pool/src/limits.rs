@@ -161,6 +161,59 @@ pub fn watch_gil(limit: Duration, names: Names, stuck: &dyn Fn()) {
     }
 }
 
+/// What keeps a process that must end now from ending: the requests still running (with how long each
+/// has run), how many are still queued, and every Python thread's stack (if the GIL is had within
+/// `wait`). For the log line of a process killed by its shutdown timeout.
+pub fn unfinished_work(monitor: &Monitor, wait: Duration) -> String {
+    let mut report = String::new();
+    for request in monitor.overdue(Duration::ZERO) {
+        report.push_str(&format!(
+            "request {} running for {:.1} s\n",
+            request.what,
+            request.started.elapsed().as_secs_f64()
+        ));
+    }
+    report.push_str(&format!("{} requests queued\n", monitor.queued()));
+    report.push_str("Threads (kernel state, wait channel):\n");
+    report.push_str(&kernel_thread_states());
+    report.push_str("Python stacks:\n");
+    report.push_str(&stacks_within(wait));
+    report
+}
+
+/// Each thread of this process by name, with its scheduling state and the kernel function it waits in:
+/// where a thread stuck outside Python (or holding the GIL) is, when no Python stack can be had.
+fn kernel_thread_states() -> String {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return "(unknown: /proc/self/task cannot be read)\n".into();
+    };
+    let mut lines: Vec<String> = tasks
+        .flatten()
+        .map(|task| {
+            let read = |file: &str| {
+                std::fs::read_to_string(task.path().join(file))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            let stat = read("stat");
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_owned();
+            format!(
+                "{} (tid {}): {state} {}\n",
+                read("comm"),
+                task.file_name().to_string_lossy(),
+                read("wchan")
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.concat()
+}
+
 /// Every Python thread's stack, or a note saying why not if the GIL is not had within `wait`.
 pub fn stacks_within(wait: Duration) -> String {
     let (tx, rx) = std::sync::mpsc::channel();

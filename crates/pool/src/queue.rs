@@ -413,6 +413,11 @@ impl Monitor {
         )
     }
 
+    /// Requests waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.0.queued.load(Ordering::Acquire)
+    }
+
     /// The requests that have run longer than `limit`.
     pub fn overdue(&self, limit: Duration) -> Vec<Overdue> {
         self.0

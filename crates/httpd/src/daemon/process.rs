@@ -157,11 +157,15 @@ fn serve(start: Start<'_>) -> Result<(), String> {
     };
     // The hard stop: whatever still runs when the wait is over (a stuck request, a slow atexit hook)
     // does not keep the process, and the group's socket, from its successor.
+    let monitor = pool.monitor();
     std::thread::Builder::new()
         .name("mod_wsgi-reaper".into())
         .spawn(move || {
-            std::thread::sleep(wait + Duration::from_secs(1));
-            log("Aborting process: shutdown timeout reached.");
+            std::thread::sleep(wait);
+            let unfinished = rwsgi_pool::unfinished_work(&monitor, Duration::from_secs(1));
+            log("Aborting process: shutdown timeout reached. Still unfinished:");
+            // Apache escapes a newline inside a message: one log line each.
+            unfinished.lines().for_each(log);
             std::process::exit(1);
         })
         .map_err(|err| format!("cannot start the shutdown timer: {err}"))?;
