@@ -170,7 +170,7 @@ fn app_errors_give_500_and_a_traceback_naming_the_script() {
     assert_eq!(apache.get("/suite/errors").text(), "logged");
     let log = apache.wait_for_log("message to stderr");
     // Both lines carry the same request id: `mod_wsgi (pid=N): [ID] message …`.
-    let id_of = |message: &str| {
+    let id_of = |log: &str, message: &str| {
         log.lines()
             .find(|l| l.ends_with(message))
             .and_then(|l| {
@@ -181,7 +181,24 @@ fn app_errors_give_500_and_a_traceback_naming_the_script() {
             })
             .unwrap_or_else(|| panic!("no request id before {message:?} in:\n{log}"))
     };
-    assert_eq!(id_of("message to stderr"), id_of("message to wsgi.errors"));
+    assert_eq!(
+        id_of(&log, "message to stderr"),
+        id_of(&log, "message to wsgi.errors")
+    );
+
+    // A line left unfinished is logged as the request ends, with that request's id, never run into
+    // the next request's.
+    for text in ["first-unfinished", "second-unfinished"] {
+        assert_eq!(
+            apache.get(&format!("/suite/errors-partial?{text}")).text(),
+            "logged"
+        );
+    }
+    let log = apache.wait_for_log("second-unfinished");
+    assert_ne!(
+        id_of(&log, "first-unfinished"),
+        id_of(&log, "second-unfinished")
+    );
 }
 
 #[test]

@@ -250,6 +250,26 @@ fn wsgi_errors_and_stderr_reach_the_log() {
 }
 
 #[test]
+fn an_unfinished_wsgi_errors_line_is_logged_when_its_request_ends() {
+    // One thread, so both requests use the thread's stream.
+    let server = Server::start(&[&app("suite.py"), "--threads", "1"]);
+    assert_eq!(
+        server.get("/errors-partial?first-unfinished").text(),
+        "logged"
+    );
+    server.wait_for_log("first-unfinished\n");
+    assert_eq!(
+        server.get("/errors-partial?second-unfinished").text(),
+        "logged"
+    );
+    let log = server.wait_for_log("second-unfinished\n");
+    assert!(
+        !log.contains("first-unfinishedsecond"),
+        "a request's unfinished line ran into the next one's:\n{log}"
+    );
+}
+
+#[test]
 fn file_wrapper_sends_a_real_file_without_python_reads() {
     let server = Server::start(&[&app("suite.py")]);
     let path = std::env::temp_dir().join(format!("rwsgi-file-{}", std::process::id()));

@@ -233,6 +233,13 @@ def latin1_view(environ, start_response):
     return [b'ok']
 
 
+def errors_partial_view(environ, start_response):
+    # A line without its newline: logged when the request ends, on its own, with this request's id.
+    environ['wsgi.errors'].write(environ.get('QUERY_STRING', ''))
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'logged']
+
+
 def errors_view(environ, start_response):
     environ['wsgi.errors'].write('message to wsgi.errors\n')
     environ['wsgi.errors'].flush()
@@ -399,6 +406,7 @@ ROUTES = {
     '/close': close_view,
     '/latin1': latin1_view,
     '/errors': errors_view,
+    '/errors-partial': errors_partial_view,
     '/file': file_view,
     '/file_reads': file_reads_view,
     '/bytesio': bytesio_view,

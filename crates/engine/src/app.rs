@@ -150,13 +150,17 @@ fn asked_to_reload(py: Python<'_>, state: &LiveState, spec: &AppSpec) -> Asked {
         return Asked::No;
     };
     let module = module.bind(py);
-    if !module
-        .hasattr(pyo3::intern!(py, "__mtime__"))
+    // Looked up in the module's namespace: this runs on every request, and a failed getattr on a module
+    // raises (and formats) several AttributeErrors inside CPython before Python 3.13, even when asked
+    // for an optional attribute.
+    let namespace = module.dict();
+    if !namespace
+        .contains(pyo3::intern!(py, "__mtime__"))
         .unwrap_or(true)
     {
         return Asked::Yes;
     }
-    let Ok(hook) = module.getattr(pyo3::intern!(py, "reload_required")) else {
+    let Ok(Some(hook)) = namespace.get_item(pyo3::intern!(py, "reload_required")) else {
         return Asked::No;
     };
     match hook

@@ -5,7 +5,9 @@
 //! which also takes text directly. Line buffered: a line is logged when its newline arrives, on
 //! `flush()`, or when the stream is dropped.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use pyo3::prelude::*;
 
@@ -66,19 +68,72 @@ impl ErrorStream {
     }
 }
 
-/// Wraps a `mod_wsgi.Log` in the `io.TextIOWrapper` apps are given, as mod_wsgi does.
-pub(crate) fn text_stream<'py>(
-    py: Python<'py>,
-    stream: ErrorStream,
-) -> PyResult<Bound<'py, PyAny>> {
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("encoding", "utf-8")?;
-    kwargs.set_item("errors", "backslashreplace")?;
-    kwargs.set_item("line_buffering", true)?;
-    kwargs.set_item("write_through", true)?;
-    py.import(pyo3::intern!(py, "io"))?
-        .getattr(pyo3::intern!(py, "TextIOWrapper"))?
-        .call((Bound::new(py, stream)?,), Some(&kwargs))
+/// Makes the `io.TextIOWrapper` over a `mod_wsgi.Log` that apps are given, as mod_wsgi does.
+///
+/// An [`crate::Engine`] keeps one, and with it one stream per thread that serves its requests: making an
+/// `io.TextIOWrapper` (codec lookup, encoder) and finalizing it cost as much as the rest of a small
+/// request's environ, so a thread's stream is made once and given to each request it serves. Its lines
+/// are tagged with the request the thread is serving, and what is left of an unfinished line is logged
+/// when the request ends, as a per-request stream would.
+pub(crate) struct TextStreams {
+    wrapper: Py<PyAny>,
+    kwargs: Py<pyo3::types::PyDict>,
+    /// Each serving thread's `wsgi.errors` and the `mod_wsgi.Log` under it. Only touched with the GIL
+    /// held, so the lock is never contended.
+    per_thread: Mutex<HashMap<ThreadId, (Py<PyAny>, Py<ErrorStream>)>>,
+}
+
+/// Beyond this many threads' streams (a host whose threads come and go), the cache starts afresh.
+const MAX_THREAD_STREAMS: usize = 4096;
+
+impl TextStreams {
+    pub(crate) fn new(py: Python<'_>) -> PyResult<Self> {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("encoding", "utf-8")?;
+        kwargs.set_item("errors", "backslashreplace")?;
+        kwargs.set_item("line_buffering", true)?;
+        kwargs.set_item("write_through", true)?;
+        Ok(Self {
+            wrapper: py.import("io")?.getattr("TextIOWrapper")?.unbind(),
+            kwargs: kwargs.unbind(),
+            per_thread: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `stream` wrapped for the app.
+    pub(crate) fn wrap<'py>(
+        &self,
+        py: Python<'py>,
+        stream: Bound<'py, ErrorStream>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.wrapper
+            .bind(py)
+            .call((stream,), Some(self.kwargs.bind(py)))
+    }
+
+    /// The calling thread's `wsgi.errors` and its `mod_wsgi.Log`, made on its first request.
+    pub(crate) fn for_this_thread<'py>(
+        &self,
+        py: Python<'py>,
+        log: &Arc<dyn ErrorLog>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, ErrorStream>)> {
+        let thread = std::thread::current().id();
+        let mut streams = self
+            .per_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((text, raw)) = streams.get(&thread) {
+            return Ok((text.bind(py).clone(), raw.bind(py).clone()));
+        }
+        // Tagged from the thread's current request, not a fixed one: the stream serves them all.
+        let raw = Bound::new(py, ErrorStream::new(Arc::clone(log), None))?;
+        let text = self.wrap(py, raw.clone())?;
+        if streams.len() >= MAX_THREAD_STREAMS {
+            streams.clear();
+        }
+        streams.insert(thread, (text.clone().unbind(), raw.clone().unbind()));
+        Ok((text, raw))
+    }
 }
 
 #[pymethods]
@@ -127,7 +182,7 @@ impl ErrorStream {
         false
     }
 
-    fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let rest = std::mem::take(
             &mut *self
                 .pending
@@ -147,6 +202,10 @@ impl ErrorStream {
     fn closed(&self) -> bool {
         false
     }
+
+    /// Called by the wrapping `io.TextIOWrapper` as it is finalized (io's own buffers warn of an unclosed
+    /// file here); without it, every request's wrapper raised and dropped an AttributeError.
+    fn _dealloc_warn(&self, _source: &Bound<'_, PyAny>) {}
 
     fn isatty(&self) -> bool {
         false

@@ -100,6 +100,8 @@ pub struct Engine {
     callable_object: Py<PyString>,
     /// Environ keys as Python strings, made once: most requests repeat the same few dozen.
     keys: Mutex<HashMap<Box<str>, Py<PyString>>>,
+    /// Makes each request's `wsgi.errors`.
+    text_streams: errors::TextStreams,
 }
 
 /// Bounds the key cache so a client inventing header names cannot grow it without end.
@@ -134,6 +136,7 @@ impl Engine {
                 state: state.unbind(),
                 callable_object: PyString::new(py, &spec.callable).unbind(),
                 keys: Mutex::new(HashMap::new()),
+                text_streams: errors::TextStreams::new(py).map_err(interp_err)?,
             })
         })
     }
@@ -263,7 +266,10 @@ pub fn redirect_std_streams(log: Arc<dyn ErrorLog>) -> Result<(), EngineError> {
     Python::attach(|py| {
         let sys = py.import("sys")?;
         for name in ["stdout", "stderr"] {
-            let stream = errors::text_stream(py, errors::ErrorStream::new(Arc::clone(&log), None))?;
+            let stream = errors::TextStreams::new(py)?.wrap(
+                py,
+                Bound::new(py, errors::ErrorStream::new(Arc::clone(&log), None))?,
+            )?;
             sys.setattr(name, stream)?;
         }
         Ok(())

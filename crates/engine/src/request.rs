@@ -3,7 +3,6 @@
 //!
 //! Runs on a Python thread with the GIL held; it releases the GIL only inside host I/O that must wait.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -96,6 +95,7 @@ pub(crate) fn run(
     let mut outcome = Outcome::default();
     let mut tracked = None;
     let mut input = None;
+    let mut errors = None;
     let result =
         build_environ(py, engine, &vars, body, id.clone(), turn.thread_id()).and_then(|built| {
             let app = engine.current_app(py, id.as_deref()).into_bound(py);
@@ -117,6 +117,7 @@ pub(crate) fn run(
                 app
             };
             input = Some(built.input);
+            errors = Some(built.errors);
             app.call1((built.environ, &start_response))
         });
     let stop = match result {
@@ -188,6 +189,10 @@ pub(crate) fn run(
             }
         }
     }
+    if let Some(errors) = errors {
+        // Still tagged with this request: its scope ends when `run` returns.
+        errors.get().flush();
+    }
     outcome
 }
 
@@ -195,6 +200,9 @@ pub(crate) fn run(
 struct Built<'py> {
     environ: Bound<'py, PyDict>,
     input: Bound<'py, Input>,
+    /// The `mod_wsgi.Log` under `wsgi.errors`: the thread's, so the request's unfinished line is logged
+    /// when it ends.
+    errors: Bound<'py, ErrorStream>,
     /// When the request arrived, in seconds since the epoch.
     request_start: f64,
     /// When the app was about to be called, in seconds since the epoch.
@@ -255,11 +263,8 @@ fn build_environ<'py>(
     }
     let input = Bound::new(py, Input::new(body))?;
     environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
-    let errors = ErrorStream::new(Arc::clone(&engine.log), id.clone());
-    environ.set_item(
-        pyo3::intern!(py, "wsgi.errors"),
-        crate::errors::text_stream(py, errors)?,
-    )?;
+    let (text_errors, errors) = engine.text_streams.for_this_thread(py, &engine.log)?;
+    environ.set_item(pyo3::intern!(py, "wsgi.errors"), text_errors)?;
     // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats; queue and daemon
     // instants are 0.0 outside daemon mode.
     let seconds = |us: Option<u64>| us.map_or(0.0, |us| us as f64 / 1e6);
@@ -287,6 +292,7 @@ fn build_environ<'py>(
     Ok(Built {
         environ,
         input,
+        errors,
         request_start: arrived,
         application_start: now.as_secs_f64(),
     })
@@ -430,9 +436,16 @@ fn file_region(iterable: &Bound<'_, PyAny>) -> Option<FileRegion> {
 }
 
 fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
-    match iterable.getattr(pyo3::intern!(iterable.py(), "close")) {
-        Ok(close) => close.call0().map(drop),
-        Err(_) => Ok(()),
+    // Most responses are a list, which has no close(): asking would raise (and format) an
+    // AttributeError on every request, even through getattr_opt before Python 3.13.
+    if iterable.is_exact_instance_of::<pyo3::types::PyList>()
+        || iterable.is_exact_instance_of::<pyo3::types::PyTuple>()
+    {
+        return Ok(());
+    }
+    match iterable.getattr_opt(pyo3::intern!(iterable.py(), "close")) {
+        Ok(Some(close)) => close.call0().map(drop),
+        Ok(None) | Err(_) => Ok(()),
     }
 }
 

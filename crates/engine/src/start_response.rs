@@ -411,6 +411,13 @@ fn latin1(text: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     // Every response's status and headers pass here: converted in Rust; only a value that is not
     // latin-1 goes through Python's own encoder, for its exact UnicodeEncodeError.
     // (A lone surrogate cannot even be read as UTF-8: Python's encoder reports that one too.)
+    // ASCII, nearly every status and header, is its own latin-1 (and CPython hands out its bytes as they
+    // are stored, without a copy).
+    if let Ok(text) = string.to_str() {
+        if text.is_ascii() {
+            return Ok(text.as_bytes().to_vec());
+        }
+    }
     let converted: Option<Vec<u8>> = string.to_cow().ok().and_then(|text| {
         text.chars()
             .map(|c| u8::try_from(u32::from(c)).ok())
