@@ -80,8 +80,11 @@ pub(crate) struct TextStreams {
     kwargs: Py<pyo3::types::PyDict>,
     /// Each serving thread's `wsgi.errors` and the `mod_wsgi.Log` under it. Only touched with the GIL
     /// held, so the lock is never contended.
-    per_thread: Mutex<HashMap<ThreadId, (Py<PyAny>, Py<ErrorStream>)>>,
+    per_thread: Mutex<HashMap<ThreadId, ThreadStream>>,
 }
+
+/// A thread's `wsgi.errors` (the `io.TextIOWrapper`) and the `mod_wsgi.Log` it writes to.
+type ThreadStream = (Py<PyAny>, Py<ErrorStream>);
 
 /// Beyond this many threads' streams (a host whose threads come and go), the cache starts afresh.
 const MAX_THREAD_STREAMS: usize = 4096;
