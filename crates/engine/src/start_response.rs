@@ -38,8 +38,10 @@ pub struct StartResponse {
 /// Where a request's response stands.
 pub(crate) struct ResponseState {
     sink: Box<dyn ResponseSink>,
-    /// The status and headers from the latest `start_response` call.
+    /// The status and headers from the latest `start_response` call, until they are sent.
     head: Option<ResponseHead>,
+    /// The status of the latest `start_response` call (kept after the head is sent).
+    status: Option<u16>,
     content_length: Option<u64>,
     head_sent: bool,
     body_sent: u64,
@@ -59,6 +61,7 @@ impl StartResponse {
             state: Mutex::new(ResponseState {
                 sink,
                 head: None,
+                status: None,
                 content_length: None,
                 head_sent: false,
                 body_sent: 0,
@@ -117,6 +120,7 @@ impl StartResponse {
             }
             let head = parse_head(status, headers)?;
             state.content_length = content_length(&head)?;
+            state.status = Some(head.status);
             state.head = Some(head);
         }
         if let Some(events) = slf.get().events.get() {
@@ -134,7 +138,7 @@ impl StartResponse {
             ))
         })?;
         let mut state = self.lock()?;
-        if state.head.is_none() {
+        if state.status.is_none() {
             return Err(PyRuntimeError::new_err(
                 "write() called before start_response()",
             ));
@@ -147,7 +151,7 @@ impl StartResponse {
 
 impl ResponseState {
     pub(crate) fn started(&self) -> bool {
-        self.head.is_some()
+        self.status.is_some()
     }
 
     /// The status the client was sent, if a head went out.
@@ -161,7 +165,7 @@ impl ResponseState {
 
     /// The status the app gave `start_response`, if it called it.
     pub(crate) fn app_status(&self) -> Option<u16> {
-        self.head.as_ref().map(|head| head.status)
+        self.status
     }
 
     /// Pieces of body handed to the host, and the time spent waiting for it to take output.
@@ -210,7 +214,7 @@ impl ResponseState {
         if self.head_sent {
             return Ok(());
         }
-        let head = self.head.clone().ok_or(ClientGone)?;
+        let head = self.head.take().ok_or(ClientGone)?;
         self.head_sent = true;
         self.send(py, Output::Head(head))
     }
@@ -272,7 +276,7 @@ impl ResponseState {
                     }
                     None => body,
                 };
-                let head = self.head.clone().ok_or(ClientGone)?;
+                let head = self.head.take().ok_or(ClientGone)?;
                 self.head_sent = true;
                 self.body_sent = body.len() as u64;
                 self.send(py, Output::Complete(head, body))?;
@@ -283,7 +287,7 @@ impl ResponseState {
                 }
                 if !self.head_sent {
                     // Nothing was sent and there is no body: the whole response is the head.
-                    let head = self.head.clone().ok_or(ClientGone)?;
+                    let head = self.head.take().ok_or(ClientGone)?;
                     self.head_sent = true;
                     if self.content_length.is_none_or(|cl| cl == 0) {
                         self.send(py, Output::Complete(head, Bytes::new()))?;
@@ -482,7 +486,7 @@ fn parse_status(status: &[u8]) -> Result<(u16, String), String> {
             shown(status)
         ));
     }
-    Ok((code, status[4..].iter().map(|&b| char::from(b)).collect()))
+    Ok((code, latin1_string(&status[4..])))
 }
 
 fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
@@ -503,7 +507,7 @@ fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
     check_header_name(&name).map_err(PyValueError::new_err)?;
     check_header_value(&value).map_err(PyValueError::new_err)?;
     // Token characters only, so the name is ASCII.
-    let name: String = name.iter().map(|&b| char::from(b)).collect();
+    let name = String::from_utf8(name).unwrap_or_else(|err| latin1_string(err.as_bytes()));
     if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response; the server manages the connection"
@@ -512,8 +516,50 @@ fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
     Ok((name, value))
 }
 
+/// Latin-1 bytes as text (each byte is the code point of the same number).
+fn latin1_string(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(ascii) if bytes.is_ascii() => ascii.to_owned(),
+        _ => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// RFC 9110's token characters, by byte.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
 /// mod_wsgi's checks and messages, then the token rule of RFC 9110.
 fn check_header_name(name: &[u8]) -> Result<(), String> {
+    // Every header of every response passes here: one look at each byte when the name is good, and the
+    // checks below (for mod_wsgi's messages) only when it is not.
+    if !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)]) {
+        return Ok(());
+    }
     if name.is_empty() {
         return Err("header name is empty".into());
     }
@@ -546,7 +592,7 @@ fn check_header_value(value: &[u8]) -> Result<(), String> {
 }
 
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TOKEN[usize::from(b)]
 }
 
 fn content_length(head: &ResponseHead) -> PyResult<Option<u64>> {
@@ -572,6 +618,20 @@ fn content_length(head: &ResponseHead) -> PyResult<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_table_is_rfc_9110_s_tchar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(TOKEN[usize::from(b)], tchar, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn latin1_strings_keep_every_byte() {
+        assert_eq!(latin1_string(b"OK"), "OK");
+        assert_eq!(latin1_string(b"caf\xe9"), "caf\u{e9}");
+    }
 
     #[test]
     fn status_lines_are_checked_with_mod_wsgi_s_messages() {
