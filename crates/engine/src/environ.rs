@@ -37,6 +37,12 @@ impl CgiVars {
         }
     }
 
+    /// Adds a variable the caller knows is not set yet (no search for an earlier value).
+    fn push_new(&mut self, key: &'static str, value: impl Into<Value>) {
+        debug_assert!(self.get(key).is_none(), "{key} set twice");
+        self.vars.push((Cow::Borrowed(key), value.into()));
+    }
+
     /// Appends `value` to `key`'s value after `separator`, or sets it if absent.
     pub fn append(&mut self, key: impl Into<Key>, separator: &[u8], value: &[u8]) {
         let key = key.into();
@@ -100,23 +106,24 @@ where
     let mut vars = CgiVars::with_capacity(24);
     let (path, query) = split_target(request.target);
     let path_info = decode_path(path, request.script_name.as_bytes());
-    vars.set("REQUEST_METHOD", method_value(request.method));
-    vars.set("SCRIPT_NAME", request.script_name.as_bytes().to_vec());
-    vars.set("PATH_INFO", path_info);
-    vars.set("QUERY_STRING", query.to_vec());
-    vars.set("REQUEST_URI", request.target.to_vec());
-    vars.set("SERVER_PROTOCOL", request.protocol.as_bytes());
-    vars.set("GATEWAY_INTERFACE", &b"CGI/1.1"[..]);
-    vars.set(
+    // The variables every request has, each once: pushed without looking for an earlier value.
+    vars.push_new("REQUEST_METHOD", method_value(request.method));
+    vars.push_new("SCRIPT_NAME", request.script_name.as_bytes().to_vec());
+    vars.push_new("PATH_INFO", path_info);
+    vars.push_new("QUERY_STRING", query.to_vec());
+    vars.push_new("REQUEST_URI", request.target.to_vec());
+    vars.push_new("SERVER_PROTOCOL", request.protocol.as_bytes());
+    vars.push_new("GATEWAY_INTERFACE", &b"CGI/1.1"[..]);
+    vars.push_new(
         "SERVER_SOFTWARE",
         concat!("rwsgi/", env!("CARGO_PKG_VERSION")).as_bytes(),
     );
-    vars.set("REMOTE_ADDR", request.peer.ip().to_string().into_bytes());
-    vars.set("REMOTE_PORT", request.peer.port().to_string().into_bytes());
-    vars.set("SERVER_ADDR", request.local.ip().to_string().into_bytes());
-    vars.set("SERVER_PORT", request.local.port().to_string().into_bytes());
+    vars.push_new("REMOTE_ADDR", ip_text(request.peer.ip()));
+    vars.push_new("REMOTE_PORT", decimal(request.peer.port()));
+    vars.push_new("SERVER_ADDR", ip_text(request.local.ip()));
+    vars.push_new("SERVER_PORT", decimal(request.local.port()));
     if request.scheme == "https" {
-        vars.set("HTTPS", &b"1"[..]);
+        vars.push_new("HTTPS", &b"1"[..]);
     }
     let mut host = None;
     for (name, value) in request.headers {
@@ -139,9 +146,49 @@ where
     let server_name = host
         .map(host_without_port)
         .map(<[u8]>::to_vec)
-        .unwrap_or_else(|| request.local.ip().to_string().into_bytes());
+        .unwrap_or_else(|| ip_text(request.local.ip()));
     vars.set("SERVER_NAME", server_name);
     vars
+}
+
+/// An address as text. IPv4, by far the most common, is written directly: `core::fmt` costs more than
+/// the rest of a request's CGI variables together.
+fn ip_text(ip: std::net::IpAddr) -> Vec<u8> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = Vec::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push(b'.');
+                }
+                push_decimal(&mut text, u16::from(octet));
+            }
+            text
+        }
+        std::net::IpAddr::V6(_) => ip.to_string().into_bytes(),
+    }
+}
+
+fn decimal(n: u16) -> Vec<u8> {
+    let mut text = Vec::with_capacity(5);
+    push_decimal(&mut text, n);
+    text
+}
+
+fn push_decimal(text: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        // A remainder of a division by 10 fits a byte.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text.extend_from_slice(&digits[at..]);
 }
 
 fn method_value(method: &str) -> Value {
@@ -231,6 +278,24 @@ fn host_without_port(host: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_ports_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string().into_bytes());
+        }
+        for port in [0u16, 7, 80, 443, 8000, 65535] {
+            assert_eq!(decimal(port), port.to_string().into_bytes());
+        }
+    }
 
     fn request<'a>(
         target: &'a [u8],
