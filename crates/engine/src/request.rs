@@ -3,11 +3,13 @@
 //!
 //! Runs on a Python thread with the GIL held; it releases the GIL only inside host I/O that must wait.
 
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::environ::CgiVars;
@@ -77,6 +79,7 @@ pub(crate) fn run(
         response,
         id,
     } = request;
+    release_written(py);
     let _scope = crate::errors::request_scope(id.clone());
     let turn = metrics::RequestTurn::begin(attach_wait);
     let start_response = match Bound::new(py, StartResponse::new(response)) {
@@ -395,11 +398,10 @@ fn consume_sequence<'py>(
             }
             return Err(not_bytes(&item).into());
         };
-        let bytes = bytes.as_bytes();
         if len == 1 {
-            single = Some(Bytes::copy_from_slice(bytes));
+            single = Some(response_bytes(bytes));
         } else {
-            body.extend_from_slice(bytes);
+            body.extend_from_slice(bytes.as_bytes());
         }
     }
     let body = single.unwrap_or_else(|| body.freeze());
@@ -411,6 +413,55 @@ fn consume_sequence<'py>(
         .into());
     }
     Ok(state.finish(py, Some(body))?)
+}
+
+/// Bodies at least this long are handed to the host without a copy: the host holds the `bytes` object
+/// itself until it has written it. Shorter ones are copied, which costs less than sharing.
+const SHARE_BODY_FROM: usize = 4096;
+
+/// A `bytes` body item as the host takes it.
+fn response_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
+    let data = bytes.as_bytes();
+    if data.len() < SHARE_BODY_FROM {
+        return Bytes::copy_from_slice(data);
+    }
+    Bytes::from_owner(Written(Some(PyBackedBytes::from(bytes.clone()))))
+}
+
+/// `bytes` objects whose hosts have written them, released by the next request while it holds the GIL.
+/// Hosts let go of them on their own threads, without the GIL; PyO3 would defer those decrements until
+/// some thread next attaches, which a busy pool thread (it stays attached between requests) may not do
+/// for a long time. A `bytes` object has no interpreter state, so any interpreter's request may free it.
+static WRITTEN: Mutex<Vec<PyBackedBytes>> = Mutex::new(Vec::new());
+
+/// A shared response body: its bytes are the `bytes` object's own.
+struct Written(Option<PyBackedBytes>);
+
+impl AsRef<[u8]> for Written {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if let Some(bytes) = self.0.take() {
+            WRITTEN
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(bytes);
+        }
+    }
+}
+
+/// Frees the bodies hosts have finished writing. The caller holds the GIL.
+fn release_written(_py: Python<'_>) {
+    let written = std::mem::take(
+        &mut *WRITTEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    drop(written);
 }
 
 /// The fast path for `wsgi.file_wrapper`: an unsubclassed wrapper around an object with a real descriptor.
