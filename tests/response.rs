@@ -250,6 +250,28 @@ fn wsgi_errors_and_stderr_reach_the_log() {
 }
 
 #[test]
+fn large_bodies_handed_over_without_a_copy_are_all_freed() {
+    let server = Server::start(&[&app("suite.py"), "--threads", "2"]);
+    let maxrss = |server: &Server| server.get("/maxrss").json()["maxrss_kib"].as_i64().unwrap();
+    // Warm up (the first big body sets the peak a steady server keeps).
+    assert_eq!(server.get("/big?n=900000").body.len(), 900_000);
+    let before = maxrss(&server);
+    for i in 0..300 {
+        let size = 900_000 + i;
+        // A new bytes object each time (`b'b' * n`), big enough to be shared with the server.
+        let body = server.get(&format!("/big?n={size}")).body;
+        assert_eq!(body.len(), size);
+        assert!(
+            body.iter().all(|&b| b == b'b'),
+            "response {i} has wrong bytes"
+        );
+    }
+    let growth_kib = maxrss(&server) - before;
+    // 270 MB went out; kept, they would all still be in memory.
+    assert!(growth_kib < 64 * 1024, "RSS grew by {growth_kib} KiB");
+}
+
+#[test]
 fn an_unfinished_wsgi_errors_line_is_logged_when_its_request_ends() {
     // One thread, so both requests use the thread's stream.
     let server = Server::start(&[&app("suite.py"), "--threads", "1"]);

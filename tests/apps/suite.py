@@ -233,6 +233,10 @@ def latin1_view(environ, start_response):
     return [b'ok']
 
 
+def maxrss_view(environ, start_response):
+    return _json(start_response, {'maxrss_kib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+
+
 def errors_partial_view(environ, start_response):
     # A line without its newline: logged when the request ends, on its own, with this request's id.
     environ['wsgi.errors'].write(environ.get('QUERY_STRING', ''))
@@ -407,6 +411,7 @@ ROUTES = {
     '/latin1': latin1_view,
     '/errors': errors_view,
     '/errors-partial': errors_partial_view,
+    '/maxrss': maxrss_view,
     '/file': file_view,
     '/file_reads': file_reads_view,
     '/bytesio': bytesio_view,
