@@ -34,6 +34,27 @@ fn threads_serve_blocking_requests_concurrently() {
 }
 
 #[test]
+fn a_slow_reload_hook_neither_deadlocks_nor_serialises_requests() {
+    let server = Server::start(&[&app("slow_reload_hook.py"), "--threads", "6"]);
+    assert_eq!(server.get("/").text(), "ok");
+    // Six requests at once, each running the 0.3 s hook: one after another would take 1.8 s; holding
+    // the app's lock across the hook deadlocked as soon as two met (the GIL given up inside it).
+    let started = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| server.get("/").status))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(statuses, [200; 6], "{}", server.log());
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "six hooks took {elapsed:?}: they ran one after another"
+    );
+}
+
+#[test]
 fn slow_reader_does_not_hold_a_python_thread() {
     let server = Server::start(&[&app("suite.py"), "--threads", "1"]);
     // A 200 KB response the client never reads: it waits in buffers, not in the only Python thread.

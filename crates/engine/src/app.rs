@@ -106,20 +106,20 @@ impl LiveApp {
 
     /// The callable to serve this request with, reloading a changed script first.
     pub(crate) fn callable(&self, py: Python<'_>) -> (Py<PyAny>, Reload) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut outcome = Reload::Unchanged;
         if !self.reloading {
-            return (state.callable.clone_ref(py), outcome);
+            return (self.lock(py).callable.clone_ref(py), Reload::Unchanged);
         }
+        // The app's `reload_required` hook runs without the lock: it is the app's code, may take its
+        // time, and would otherwise make every other request wait for it.
+        let module = self.lock(py).module.as_ref().map(|m| m.clone_ref(py));
+        let mut outcome = Reload::Unchanged;
         let mut fresh = false;
-        match asked_to_reload(py, &state, &self.spec) {
+        match asked_to_reload(py, module.as_ref(), &self.spec) {
             Asked::No => {}
             Asked::Yes => fresh = true,
             Asked::HookRaised(traceback) => outcome = Reload::HookRaised(traceback),
         }
+        let mut state = self.lock(py);
         let mut changed = false;
         if Instant::now() >= state.next_check {
             state.next_check = Instant::now() + SCRIPT_CHECK_INTERVAL;
@@ -141,12 +141,20 @@ impl LiveApp {
         }
         (state.callable.clone_ref(py), outcome)
     }
+
+    /// The live state, waited for with the GIL released: whoever holds the lock may give the GIL up
+    /// while it does (a reload executes the script; PyO3 detaches to initialise an interned string),
+    /// and a thread blocked on the lock while attached would keep it from ever getting the GIL back.
+    fn lock<'a>(&'a self, py: Python<'_>) -> std::sync::MutexGuard<'a, LiveState> {
+        pyo3::sync::MutexExt::lock_py_attached(&self.state, py)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// mod_wsgi's other reasons to reload a script, checked on every request: its module lost `__mtime__`,
 /// or its `reload_required(resource)` function says so.
-fn asked_to_reload(py: Python<'_>, state: &LiveState, spec: &AppSpec) -> Asked {
-    let (Some(module), AppSource::Script(path)) = (&state.module, &spec.source) else {
+fn asked_to_reload(py: Python<'_>, module: Option<&Py<PyModule>>, spec: &AppSpec) -> Asked {
+    let (Some(module), AppSource::Script(path)) = (module, &spec.source) else {
         return Asked::No;
     };
     let module = module.bind(py);
