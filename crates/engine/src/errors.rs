@@ -121,16 +121,20 @@ impl TextStreams {
         log: &Arc<dyn ErrorLog>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, ErrorStream>)> {
         let thread = std::thread::current().id();
-        let mut streams = self
-            .per_thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((text, raw)) = streams.get(&thread) {
+        let streams = || {
+            self.per_thread
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some((text, raw)) = streams().get(&thread) {
             return Ok((text.bind(py).clone(), raw.bind(py).clone()));
         }
+        // Made without the lock: making an io.TextIOWrapper runs Python, which may give the GIL up (an
+        // import), and another thread must not then wait for the lock with the GIL held.
         // Tagged from the thread's current request, not a fixed one: the stream serves them all.
         let raw = Bound::new(py, ErrorStream::new(Arc::clone(log), None))?;
         let text = self.wrap(py, raw.clone())?;
+        let mut streams = streams();
         if streams.len() >= MAX_THREAD_STREAMS {
             streams.clear();
         }
