@@ -4,6 +4,7 @@
 //! Both are used from Python threads and only ever touch channels, never the socket: a slow client stalls a
 //! channel, not a Python thread that is not waiting on it.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 
@@ -22,27 +23,32 @@ const FILE_CHUNK: usize = 256 * 1024;
 
 /// The request body: what was read before dispatch, then (for large bodies) the rest as it arrives.
 pub(crate) struct RequestBody {
-    buffered: Option<Bytes>,
+    /// The chunks read before dispatch, as hyper gave them (kept apart: joining them would copy the body).
+    buffered: VecDeque<Bytes>,
     rest: Option<mpsc::Receiver<io::Result<Bytes>>>,
 }
 
 impl RequestBody {
     /// Reads up to `limit` bytes of `body` now; a larger body is streamed by a task from then on.
     pub(crate) async fn read(mut body: Incoming, limit: usize) -> io::Result<Self> {
-        let mut buffered = Vec::new();
+        let mut buffered = VecDeque::new();
+        let mut len = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(io::Error::other)?;
             if let Ok(data) = frame.into_data() {
-                buffered.extend_from_slice(&data);
-                if buffered.len() > limit {
+                if data.is_empty() {
+                    continue;
+                }
+                len += data.len();
+                buffered.push_back(data);
+                if len > limit {
                     return Ok(Self {
-                        buffered: Some(buffered.into()),
+                        buffered,
                         rest: Some(stream(body)),
                     });
                 }
             }
         }
-        let buffered = (!buffered.is_empty()).then(|| Bytes::from(buffered));
         Ok(Self {
             buffered,
             rest: None,
@@ -52,7 +58,7 @@ impl RequestBody {
     /// A body with nothing in it.
     pub(crate) fn empty() -> Self {
         Self {
-            buffered: None,
+            buffered: VecDeque::new(),
             rest: None,
         }
     }
@@ -81,7 +87,7 @@ fn stream(mut body: Incoming) -> mpsc::Receiver<io::Result<Bytes>> {
 
 impl BodyReader for RequestBody {
     fn try_next(&mut self) -> Option<io::Result<BodyChunk>> {
-        if let Some(data) = self.buffered.take() {
+        if let Some(data) = self.buffered.pop_front() {
             return Some(Ok(BodyChunk::Data(data)));
         }
         let Some(rest) = &mut self.rest else {
