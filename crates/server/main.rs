@@ -1,9 +1,10 @@
 //! The `rwsgi` binary: parse the command line, run the command, turn errors into messages and exit codes.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod cli;
 mod http;
 mod logfile;
+mod malloc;
 mod module;
 mod serve;
 mod settings;

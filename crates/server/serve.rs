@@ -49,6 +49,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let worker = supervisor::is_worker();
     if worker {
         supervisor::follow_supervisor();
+        crate::malloc::tune_for_bodies();
     }
     if let Some(path) = &settings.log_file {
         crate::logfile::redirect_stderr(path)?;
