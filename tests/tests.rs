@@ -8,6 +8,7 @@ mod frameworks;
 mod httpd;
 mod httpd_daemon;
 mod httpd_parity;
+mod inline;
 mod input;
 mod mod_wsgi_api;
 mod response;

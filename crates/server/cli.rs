@@ -107,9 +107,12 @@ pub(crate) struct ServeArgs {
     /// Python threads serving requests concurrently.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) threads: u16,
-    /// Threads doing HTTP I/O (parsing, sending); Python never runs on them.
+    /// Threads doing HTTP I/O (parsing, sending).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) io_threads: u16,
+    /// Never run a request on the I/O thread, even when the app has been answering fast.
+    #[arg(long)]
+    pub(crate) no_inline: bool,
     /// The name of the WSGI callable in APP.
     #[arg(long, default_value = "application")]
     pub(crate) callable: String,

@@ -108,6 +108,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let engine =
         Engine::load(&settings.app, &options, Arc::new(StderrLog)).map_err(ServeError::AppLoad)?;
     let engine = Arc::new(engine);
+    let inline = settings.inline;
     let recycle_now = Arc::new(tokio::sync::Notify::new());
     let recycle = settings
         .worker_request_limit()
@@ -127,17 +128,28 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             queue_timeout: settings.queue_timeout,
             expired: answer_busy,
             names: NAMES,
+            inline,
         },
-        Arc::new(move |source| engine.serve(source)),
+        {
+            let engine = Arc::clone(&engine);
+            Arc::new(move |source| engine.serve(source))
+        },
     )
     .context("cannot start Python threads")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.io_threads)
         .thread_name("rwsgi-io")
+        .on_thread_start(move || {
+            if inline {
+                // Requests run inline attach to Python on this thread: keep its thread state between them.
+                interp::keep_thread_state();
+            }
+        })
         .enable_all()
         .build()
         .context("cannot start the I/O runtime")?;
     let shared = Arc::new(Shared {
+        engine,
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
         closing: std::sync::atomic::AtomicBool::new(false),

@@ -35,6 +35,8 @@ pub(crate) struct Settings {
     pub(crate) max_memory_kib: Option<u64>,
     pub(crate) threads: usize,
     pub(crate) io_threads: usize,
+    /// Fast requests may run on the I/O thread (see `rwsgi_pool::Submitter::run_inline`).
+    pub(crate) inline: bool,
     pub(crate) python_home: Option<PathBuf>,
     pub(crate) python_path: Vec<PathBuf>,
     pub(crate) graceful_timeout: Duration,
@@ -109,6 +111,7 @@ impl Settings {
                 .transpose()?,
             threads: usize::from(args.threads),
             io_threads: usize::from(args.io_threads),
+            inline: !args.no_inline,
             python_home: python_home.map(|p| absolute(&p)).transpose()?,
             python_path: args
                 .python_path

@@ -376,6 +376,32 @@ def grow_view(environ, start_response):
     return _json(start_response, {'pid': os.getpid(), 'held_mib': sum(len(b) for b in _hoard) // (1024 * 1024)})
 
 
+def _thread_name():
+    # The OS thread's name: rwsgi's I/O thread ("rwsgi-io") or a pool thread ("rwsgi-python-N").
+    with open('/proc/thread-self/comm') as f:
+        return f.read().strip()
+
+
+def thread_view(environ, start_response):
+    return _json(start_response, {'thread': _thread_name()})
+
+
+def stream_threads_view(environ, start_response):
+    # One line per chunk naming the thread that produced it.
+    n = int(_query(environ).get('n', '100'))
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    for _ in range(n):
+        yield (_thread_name() + '\n').encode()
+
+
+def write_many_view(environ, start_response):
+    n = int(_query(environ).get('n', '100'))
+    write = start_response('200 OK', [('Content-Type', 'text/plain')])
+    for i in range(n):
+        write(b'%d\n' % i)
+    return []
+
+
 def whoami_view(environ, start_response):
     return _json(start_response, {'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(),
                                   'pid': os.getpid()})
@@ -390,6 +416,9 @@ def segfault_view(environ, start_response):
 ROUTES = {
     '/segfault': segfault_view,
     '/whoami': whoami_view,
+    '/thread': thread_view,
+    '/stream_threads': stream_threads_view,
+    '/write_many': write_many_view,
     '/grow': grow_view,
     '/cpu': cpu_view,
     '/concurrency': concurrency_view,

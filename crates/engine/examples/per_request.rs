@@ -44,8 +44,8 @@ fn request(path: &str) -> Request {
         ("user-agent", b"wrk"),
         ("accept", b"*/*"),
     ];
-    Request {
-        vars: from_http(HttpRequest {
+    Request::new(
+        from_http(HttpRequest {
             method: "GET",
             target: path.as_bytes(),
             protocol: "HTTP/1.1",
@@ -55,10 +55,10 @@ fn request(path: &str) -> Request {
             scheme: "http",
             script_name: "",
         }),
-        body: Box::new(NoBody),
-        response: Box::new(Discard),
-        id: None,
-    }
+        Box::new(NoBody),
+        Box::new(Discard),
+        None,
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

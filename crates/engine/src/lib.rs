@@ -41,7 +41,7 @@ pub use host::{
     StderrLog, TrySendError,
 };
 pub use pyapi::{current_thread_ident, interrupt_thread, process_stopping, MOD_WSGI_API_VERSION};
-pub use request::{HookValue, Outcome, Request};
+pub use request::{HookValue, Inline, Outcome, Request};
 pub use subinterp::SubInterpreter;
 
 mod error;
@@ -149,6 +149,19 @@ impl Engine {
             let attach_wait = waiting.map(|since| since.elapsed());
             request::run(py, self, request, attach_wait)
         })
+    }
+
+    /// Serves a request on a thread that must never wait for the host, such as the one driving the
+    /// connections: the app runs here, and output the host cannot take at once is held rather than waited
+    /// for. Once output is held, or the app has run longer than `budget`, the response is paused between
+    /// two items of its iterable and [`Inline::Handover`] gives the host the rest of it, as a request to
+    /// queue for a pool thread. The caller guarantees that the request's body is complete (reading it never
+    /// waits) and that the sink takes a `Complete` or `Head` output without waiting.
+    ///
+    /// The app can still block the thread for as long as a single call into it takes; hosts use this only
+    /// for apps seen to answer fast.
+    pub fn handle_inline(&self, request: Request, budget: std::time::Duration) -> Inline {
+        Python::attach(|py| request::run_inline(py, self, request, budget))
     }
 
     /// Calls the loaded script's callable as mod_wsgi calls access and authentication scripts:

@@ -102,6 +102,8 @@ pub(crate) fn thread_id() -> u64 {
 /// Marks the calling thread as serving a request until dropped.
 pub(crate) struct RequestTurn {
     thread_id: u64,
+    /// Whether ending the turn counts a request served by this thread.
+    counted: bool,
 }
 
 impl RequestTurn {
@@ -117,21 +119,32 @@ impl RequestTurn {
         if let Some(wait) = attach_wait {
             gil_reacquired(wait);
         }
-        Self { thread_id }
+        Self {
+            thread_id,
+            counted: true,
+        }
     }
 
     pub(crate) fn thread_id(&self) -> u64 {
         self.thread_id
+    }
+
+    /// Ends this thread's turn without counting a request served: another thread finishes it.
+    pub(crate) fn hand_over(mut self) {
+        self.counted = false;
     }
 }
 
 impl Drop for RequestTurn {
     fn drop(&mut self) {
         IN_REQUEST.set(false);
+        let counted = self.counted;
         THREAD.with(|slot| {
-            // Only this thread writes `served`: a load and a store, no locked instruction.
-            slot.served
-                .store(slot.served.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            if counted {
+                // Only this thread writes `served`: a load and a store, no locked instruction.
+                slot.served
+                    .store(slot.served.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
             slot.busy.store(false, Ordering::Relaxed);
         });
     }

@@ -4,19 +4,19 @@
 //! Runs on a Python thread with the GIL held; it releases the GIL only inside host I/O that must wait.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
 
 use crate::environ::CgiVars;
 use crate::errors::ErrorStream;
 use crate::events::{Begin, Tracked};
 use crate::file_wrapper::FileWrapper;
-use crate::host::{BodyReader, ClientGone, FileRegion, ResponseSink};
+use crate::host::{BodyReader, ClientGone, FileRegion, Output, ResponseSink, TrySendError};
 use crate::input::Input;
 use crate::metrics::{self, Finished};
 use crate::start_response::StartResponse;
@@ -33,6 +33,32 @@ pub struct Request {
     pub response: Box<dyn ResponseSink>,
     /// The host's id for the request, used in log lines and `mod_wsgi.request_id`.
     pub id: Option<String>,
+    /// Set when this is the rest of a request begun on an I/O thread (see [`Engine::handle_inline`]);
+    /// `body` and `response` are then placeholders, the real ones being inside.
+    resume: Option<Box<Resume>>,
+}
+
+impl Request {
+    /// A request as a host received it.
+    pub fn new(
+        vars: CgiVars,
+        body: Box<dyn BodyReader>,
+        response: Box<dyn ResponseSink>,
+        id: Option<String>,
+    ) -> Self {
+        Self {
+            vars,
+            body,
+            response,
+            id,
+            resume: None,
+        }
+    }
+
+    /// Whether this is the rest of a request begun inline, handed over by [`Engine::handle_inline`].
+    pub fn is_handover(&self) -> bool {
+        self.resume.is_some()
+    }
 }
 
 /// How a request ended, for the host's access log and metrics.
@@ -46,6 +72,18 @@ pub struct Outcome {
     pub app_error: bool,
     /// The client went away before the response was complete.
     pub client_gone: bool,
+}
+
+/// What came of running a request on a host's I/O thread.
+pub enum Inline {
+    /// The request is over; its whole response is with the host.
+    Done(Outcome),
+    /// The response must go on where waiting is allowed: the host queues this request (the rest of the
+    /// first) for a Python thread, which serves it like any other.
+    Handover(Request),
+    /// The request was not started (events or metrics follow requests, which only pool threads report):
+    /// the host queues it as usual.
+    Declined(Request),
 }
 
 /// Why consuming the response stopped early.
@@ -66,36 +104,100 @@ impl From<ClientGone> for Stop {
     }
 }
 
+/// How far consuming the response got.
+enum Consumed {
+    Done(Result<(), Stop>),
+    /// Running inline, the app produced more than the host could take at once, or ran past its time: the
+    /// iterator, to go on with on a pool thread.
+    Paused(Py<PyIterator>),
+}
+
+/// The rest of a request begun on an I/O thread, carried to a pool thread inside a [`Request`].
+struct Resume {
+    start_response: Py<StartResponse>,
+    input: Option<Py<Input>>,
+    errors: Option<Py<ErrorStream>>,
+    stage: Stage,
+}
+
+enum Stage {
+    /// The app's iterable is still being consumed.
+    Iterating {
+        iterable: Py<PyAny>,
+        iterator: Py<PyIterator>,
+    },
+    /// The request is over but for handing held output to the host.
+    Flushing(Outcome),
+}
+
 /// Serves one request. `attach_wait` is how long the thread waited for the GIL to start it, if measured.
 pub(crate) fn run(
     py: Python<'_>,
     engine: &Engine,
-    request: Request,
+    mut request: Request,
     attach_wait: Option<Duration>,
 ) -> Outcome {
+    if let Some(resume) = request.resume.take() {
+        return resume_request(py, engine, *resume, request.id, attach_wait);
+    }
+    match serve(py, engine, request, attach_wait, None) {
+        Inline::Done(outcome) => outcome,
+        // Only an inline request (one with a time budget) is ever handed over or declined.
+        Inline::Handover(request) | Inline::Declined(request) => {
+            run(py, engine, request, attach_wait)
+        }
+    }
+}
+
+/// Serves a request on a host thread that must never wait: see [`Engine::handle_inline`].
+pub(crate) fn run_inline(
+    py: Python<'_>,
+    engine: &Engine,
+    request: Request,
+    budget: Duration,
+) -> Inline {
+    if metrics::flags() != 0 {
+        return Inline::Declined(request);
+    }
+    serve(py, engine, request, None, Some(Instant::now() + budget))
+}
+
+/// Serves a request; with a `deadline` it runs inline, never waiting for the host, and hands what
+/// remains over once the app has run past the deadline or produced more than the host took at once.
+fn serve(
+    py: Python<'_>,
+    engine: &Engine,
+    request: Request,
+    attach_wait: Option<Duration>,
+    deadline: Option<Instant>,
+) -> Inline {
     let Request {
         vars,
         body,
         response,
         id,
+        resume: _,
     } = request;
     release_written(py);
     let _scope = crate::errors::request_scope(id.clone());
     let turn = metrics::RequestTurn::begin(attach_wait);
-    let start_response = match Bound::new(py, StartResponse::new(response)) {
+    let start_response = match deadline {
+        Some(_) => StartResponse::new_inline(response),
+        None => StartResponse::new(response),
+    };
+    let start_response = match Bound::new(py, start_response) {
         Ok(sr) => sr,
         Err(err) => {
             engine.log_exception(py, id.as_deref(), &err);
-            return Outcome {
+            return Inline::Done(Outcome {
                 app_error: true,
                 ..Outcome::default()
-            };
+            });
         }
     };
     // One relaxed load: 0 unless something subscribed to events, looked at active_requests or started
     // recording metrics.
     let flags = metrics::flags();
-    let mut outcome = Outcome::default();
     let mut tracked = None;
     let mut input = None;
     let mut errors = None;
@@ -124,22 +226,133 @@ pub(crate) fn run(
             app.call1((built.environ, &start_response))
         });
     let stop = match result {
-        Ok(iterable) => {
-            let consumed = consume(py, &iterable, &start_response);
-            let closed = close(&iterable);
-            match (consumed, closed) {
-                (Err(stop), _) => Some(stop),
-                (Ok(()), Err(err)) => Some(Stop::App(err)),
-                (Ok(()), Ok(())) => None,
+        Ok(iterable) => match consume(py, &iterable, &start_response, deadline) {
+            Consumed::Paused(iterator) => {
+                turn.hand_over();
+                let resume = Resume {
+                    start_response: start_response.unbind(),
+                    input: input.map(Bound::unbind),
+                    errors: errors.map(Bound::unbind),
+                    stage: Stage::Iterating {
+                        iterable: iterable.unbind(),
+                        iterator,
+                    },
+                };
+                return Inline::Handover(resumed(vars, id, resume));
             }
-        }
+            Consumed::Done(consumed) => close_after(consumed, &iterable),
+        },
         Err(err) => Some(Stop::App(err)),
     };
+    let outcome = end(
+        py,
+        engine,
+        id.as_deref(),
+        stop,
+        &start_response,
+        tracked,
+        input.as_ref(),
+    );
+    if let Some(errors) = &errors {
+        // Still tagged with this request: its scope ends when `serve` returns.
+        errors.get().flush();
+    }
+    let holds_output = start_response
+        .get()
+        .lock()
+        .is_ok_and(|state| state.holds_output());
+    if !holds_output {
+        return Inline::Done(outcome);
+    }
+    turn.hand_over();
+    let resume = Resume {
+        start_response: start_response.unbind(),
+        input: None,
+        errors: None,
+        stage: Stage::Flushing(outcome),
+    };
+    Inline::Handover(resumed(vars, id, resume))
+}
+
+/// The request that carries `resume` to a pool thread, named as the original for the pool's reports.
+fn resumed(vars: CgiVars, id: Option<String>, resume: Resume) -> Request {
+    Request {
+        vars,
+        body: Box::new(NoBody),
+        response: Box::new(Elsewhere),
+        id,
+        resume: Some(Box::new(resume)),
+    }
+}
+
+/// Goes on with a request begun on an I/O thread: hands its held output to the host, waiting as long as
+/// it takes, then consumes the rest of the app's iterable.
+fn resume_request(
+    py: Python<'_>,
+    engine: &Engine,
+    resume: Resume,
+    id: Option<String>,
+    attach_wait: Option<Duration>,
+) -> Outcome {
+    let _scope = crate::errors::request_scope(id.clone());
+    let _turn = metrics::RequestTurn::begin(attach_wait);
+    let start_response = resume.start_response.into_bound(py);
+    let taken_over = match start_response.get().lock() {
+        Ok(mut state) => state.take_over(py),
+        Err(_) => Err(ClientGone),
+    };
+    match resume.stage {
+        Stage::Flushing(mut outcome) => {
+            outcome.client_gone |= taken_over.is_err();
+            outcome
+        }
+        Stage::Iterating { iterable, iterator } => {
+            let iterable = iterable.into_bound(py);
+            let consumed = match taken_over {
+                Ok(()) => consume_iterator(py, iterator.into_bound(py), &start_response, None),
+                Err(gone) => Consumed::Done(Err(gone.into())),
+            };
+            let consumed = match consumed {
+                Consumed::Done(consumed) => consumed,
+                // Without a deadline consuming is never paused.
+                Consumed::Paused(_) => Ok(()),
+            };
+            let stop = close_after(consumed, &iterable);
+            let input = resume.input.map(|input| input.into_bound(py));
+            let outcome = end(
+                py,
+                engine,
+                id.as_deref(),
+                stop,
+                &start_response,
+                None,
+                input.as_ref(),
+            );
+            if let Some(errors) = resume.errors {
+                errors.get().flush();
+            }
+            outcome
+        }
+    }
+}
+
+/// Finishes a request whose response has been consumed (or failed): logs the app's error and ends the
+/// response accordingly, reports to events and metrics, and says how it went.
+fn end(
+    py: Python<'_>,
+    engine: &Engine,
+    id: Option<&str>,
+    stop: Option<Stop>,
+    start_response: &Bound<'_, StartResponse>,
+    tracked: Option<Tracked<'_>>,
+    input: Option<&Bound<'_, Input>>,
+) -> Outcome {
     let application_finish = tracked.as_ref().map(|_| metrics::epoch_now());
+    let mut outcome = Outcome::default();
     let mut timed_out = false;
     match stop {
         Some(Stop::App(err)) => {
-            engine.log_exception(py, id.as_deref(), &err);
+            engine.log_exception(py, id, &err);
             outcome.app_error = true;
             timed_out = crate::pyapi::is_request_timeout(py, &err);
             if let (Some(tracked), false) = (&tracked, timed_out) {
@@ -191,10 +404,6 @@ pub(crate) fn run(
                 engine.state.get().forget_request_data();
             }
         }
-    }
-    if let Some(errors) = errors {
-        // Still tagged with this request: its scope ends when `run` returns.
-        errors.get().flush();
     }
     outcome
 }
@@ -333,48 +542,83 @@ fn consume(
     py: Python<'_>,
     iterable: &Bound<'_, PyAny>,
     sr: &Bound<'_, StartResponse>,
-) -> Result<(), Stop> {
+    deadline: Option<Instant>,
+) -> Consumed {
+    let done = |result: Result<(), Stop>| Consumed::Done(result);
     if let Some(region) = file_region(iterable) {
-        let mut state = sr.get().lock()?;
-        if !state.started() {
-            return Err(not_started().into());
-        }
-        state.send_file(py, region)?;
-        return Ok(state.finish(py, None)?);
+        return done((|| {
+            let mut state = sr.get().lock()?;
+            if !state.started() {
+                return Err(not_started().into());
+            }
+            state.send_file(py, region)?;
+            Ok(state.finish(py, None)?)
+        })());
     }
     if let Ok(list) = iterable.cast::<PyList>() {
-        return consume_sequence(py, list.iter(), list.len(), sr);
+        return done(consume_sequence(py, list.iter(), list.len(), sr));
     }
     if let Ok(tuple) = iterable.cast::<PyTuple>() {
-        return consume_sequence(py, tuple.iter(), tuple.len(), sr);
+        return done(consume_sequence(py, tuple.iter(), tuple.len(), sr));
     }
-    for item in iterable.try_iter()? {
-        let item = item?;
-        let bytes = item
-            .cast::<PyBytes>()
-            .map_err(|_| not_bytes(&item))?
-            .as_bytes();
-        if bytes.is_empty() {
-            continue;
+    match iterable.try_iter() {
+        Ok(iterator) => consume_iterator(py, iterator, sr, deadline),
+        Err(err) => done(Err(err.into())),
+    }
+}
+
+/// Consumes an iterator item by item. With a `deadline` (running inline) it pauses before the next item
+/// once output is held or the deadline has passed.
+fn consume_iterator<'py>(
+    py: Python<'py>,
+    mut iterator: Bound<'py, PyIterator>,
+    sr: &Bound<'py, StartResponse>,
+    deadline: Option<Instant>,
+) -> Consumed {
+    let result = (|| -> Result<bool, Stop> {
+        loop {
+            if let Some(deadline) = deadline {
+                let holds = sr.get().lock()?.holds_output();
+                if holds || Instant::now() >= deadline {
+                    return Ok(false);
+                }
+            }
+            let Some(item) = iterator.next() else {
+                break;
+            };
+            let item = item?;
+            let bytes = item
+                .cast::<PyBytes>()
+                .map_err(|_| not_bytes(&item))?
+                .as_bytes();
+            if bytes.is_empty() {
+                continue;
+            }
+            let mut state = sr.get().lock()?;
+            if !state.started() {
+                return Err(not_started().into());
+            }
+            state.send_body(py, bytes)?;
+            if state.remaining() == Some(0) {
+                // Content-Length reached: the PEP lets the server stop iterating.
+                break;
+            }
         }
         let mut state = sr.get().lock()?;
         if !state.started() {
-            return Err(not_started().into());
+            return Err(PyRuntimeError::new_err(
+                "the application returned without calling start_response()",
+            )
+            .into());
         }
-        state.send_body(py, bytes)?;
-        if state.remaining() == Some(0) {
-            // Content-Length reached: the PEP lets the server stop iterating.
-            break;
-        }
+        state.finish(py, None)?;
+        Ok(true)
+    })();
+    match result {
+        Ok(false) => Consumed::Paused(iterator.unbind()),
+        Ok(true) => Consumed::Done(Ok(())),
+        Err(stop) => Consumed::Done(Err(stop)),
     }
-    let mut state = sr.get().lock()?;
-    if !state.started() {
-        return Err(PyRuntimeError::new_err(
-            "the application returned without calling start_response()",
-        )
-        .into());
-    }
-    Ok(state.finish(py, None)?)
 }
 
 /// A list or tuple is all at hand: it goes to the host as one piece, so small responses cost one hand-off.
@@ -486,6 +730,15 @@ fn file_region(iterable: &Bound<'_, PyAny>) -> Option<FileRegion> {
     })
 }
 
+/// Calls the iterable's `close()` however consuming it went; the first failure is what stopped the request.
+fn close_after(consumed: Result<(), Stop>, iterable: &Bound<'_, PyAny>) -> Option<Stop> {
+    match (consumed, close(iterable)) {
+        (Err(stop), _) => Some(stop),
+        (Ok(()), Err(err)) => Some(Stop::App(err)),
+        (Ok(()), Ok(())) => None,
+    }
+}
+
 fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     // Most responses are a list, which has no close(): asking would raise (and format) an
     // AttributeError on every request, even through getattr_opt before Python 3.13.
@@ -586,6 +839,19 @@ pub enum HookValue {
 
 /// A request body that is empty: hook functions get no input.
 struct NoBody;
+
+/// The response placeholder of a handed-over request, whose real sink travels inside it.
+struct Elsewhere;
+
+impl ResponseSink for Elsewhere {
+    fn try_send(&mut self, _output: Output) -> Result<(), TrySendError> {
+        Err(TrySendError::Closed)
+    }
+
+    fn send(&mut self, _output: Output) -> Result<(), ClientGone> {
+        Err(ClientGone)
+    }
+}
 
 impl BodyReader for NoBody {
     fn try_next(&mut self) -> Option<std::io::Result<crate::host::BodyChunk>> {

@@ -4,7 +4,12 @@
 //! validates and records the status and headers; they go out with the first non-empty body bytes (or at the
 //! end), so an app may call it late, or again with `exc_info`, until then. Content-Length is enforced here:
 //! never more bytes than declared, and a short body ends in `Abort` rather than a clean end.
+//!
+//! A request running on the host's own I/O thread (see [`crate::Engine::handle_inline`]) must never wait
+//! for the host: output the host cannot take at once is held here, in order, and handed over later by
+//! whichever Python thread takes the rest of the response over.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,6 +58,10 @@ pub(crate) struct ResponseState {
     writes: u64,
     /// Time spent waiting for the host to take output (`output_time`).
     waited: Duration,
+    /// Running on the host's I/O thread: output the host cannot take now is held instead of waited for.
+    inline: bool,
+    /// Output held while inline, oldest first; everything later queues behind it.
+    held: VecDeque<Output>,
 }
 
 impl StartResponse {
@@ -69,6 +78,8 @@ impl StartResponse {
                 sent_status: None,
                 writes: 0,
                 waited: Duration::ZERO,
+                inline: false,
+                held: VecDeque::new(),
             }),
             events: OnceLock::new(),
         }
@@ -78,6 +89,15 @@ impl StartResponse {
     pub(crate) fn set_events(&self, events: crate::events::ResponseEvents) {
         // Set once, before the app runs.
         let _ = self.events.set(events);
+    }
+
+    /// Makes the response hold, rather than wait for, output the host cannot take at once.
+    pub(crate) fn new_inline(sink: Box<dyn ResponseSink>) -> Self {
+        let this = Self::new(sink);
+        if let Ok(mut state) = this.state.lock() {
+            state.inline = true;
+        }
+        this
     }
 
     pub(crate) fn lock(&self) -> PyResult<MutexGuard<'_, ResponseState>> {
@@ -173,6 +193,33 @@ impl ResponseState {
         (self.writes, self.waited)
     }
 
+    /// Output is held that the host has yet to take: the response cannot go on on an I/O thread.
+    pub(crate) fn holds_output(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// From now on the response runs on a Python thread of the pool: the held output is handed over
+    /// first, waiting for the host as long as it takes, with the GIL released.
+    pub(crate) fn take_over(&mut self, py: Python<'_>) -> Result<(), ClientGone> {
+        self.inline = false;
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let sink = &mut self.sink;
+        let began = Instant::now();
+        let (result, sent) = py.detach(|| {
+            let result = held.into_iter().try_for_each(|output| sink.send(output));
+            (result, Instant::now())
+        });
+        self.waited += sent.saturating_duration_since(began);
+        crate::metrics::gil_reacquired(sent.elapsed());
+        if result.is_err() {
+            self.done = true;
+        }
+        result
+    }
+
     /// How many more body bytes the declared Content-Length allows.
     pub(crate) fn remaining(&self) -> Option<u64> {
         self.content_length
@@ -192,8 +239,16 @@ impl ResponseState {
             Output::Complete(_, body) if !body.is_empty() => self.writes += 1,
             _ => {}
         }
+        if !self.held.is_empty() {
+            self.held.push_back(output);
+            return Ok(());
+        }
         let result = match self.sink.try_send(output) {
             Ok(()) => Ok(()),
+            Err(TrySendError::Full(output)) if self.inline => {
+                self.held.push_back(output);
+                Ok(())
+            }
             Err(TrySendError::Full(output)) => {
                 let sink = &mut self.sink;
                 let began = Instant::now();
@@ -251,6 +306,11 @@ impl ResponseState {
             return Err(ClientGone);
         }
         self.writes += 1;
+        if self.inline || !self.held.is_empty() {
+            // Reading the file blocks: only a Python thread of the pool may do it.
+            self.held.push_back(Output::File(region));
+            return Ok(());
+        }
         let sink = &mut self.sink;
         let began = Instant::now();
         let (result, sent) = py.detach(|| (sink.send(Output::File(region)), Instant::now()));

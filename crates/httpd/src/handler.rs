@@ -375,15 +375,15 @@ fn run(
     }
     let outcome = python::serve(
         &app,
-        EngineRequest {
+        EngineRequest::new(
             vars,
-            body: Box::new(ApacheBody::new(std::sync::Arc::clone(&lease))),
-            response: Box::new(ApacheResponse::new(
+            Box::new(ApacheBody::new(std::sync::Arc::clone(&lease))),
+            Box::new(ApacheResponse::new(
                 std::sync::Arc::clone(&lease),
                 error_override.clone(),
             )),
             id,
-        },
+        ),
     );
     lease.revoke();
     if let Some(status) = error_override {

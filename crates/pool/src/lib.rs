@@ -13,7 +13,10 @@ pub use limits::{
     stacks_within, unfinished_work, watch_gil, watch_inactivity, watch_interrupts, watch_lifetime,
     watch_request_timeouts,
 };
-pub use queue::{Closed, Monitor, Overdue, Pool, PoolOptions, Recycle, Serve, Submitter};
+pub use queue::{
+    Closed, Monitor, Overdue, Pool, PoolOptions, Recycle, Serve, Submitter, FAST, INLINE_BUDGET,
+    LEARN_AFTER,
+};
 
 /// How the log names the process and its limits, so each host's messages use its users' words.
 #[derive(Debug, Clone, Copy)]

@@ -13,6 +13,13 @@
 //!
 //! This is what keeps many threads from costing throughput to GIL contention.
 //!
+//! Fast apps go further (when the host allows it): once the last [`LEARN_AFTER`] requests each took less
+//! than [`FAST`], a request that finds every pool thread idle runs on the host's I/O thread itself
+//! ([`Submitter::run_inline`]), which saves two thread hand-offs per request. The app could block that
+//! thread, so this stops for good, with a log line, the first time a request runs there longer than
+//! [`INLINE_BUDGET`]; the engine hands a response that streams past what the host takes at once, or past
+//! the budget, over to a pool thread between two items of its iterable.
+//!
 //! The queue knows requests only as the engine's [`Request`]; what a thread does with one is the host's
 //! (`rwsgi serve` runs one [`rwsgi_engine::Engine`]; a daemon routes each to its application).
 
@@ -23,7 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use rwsgi_engine::{Outcome, Request, RequestSource};
+use rwsgi_engine::{Inline, Outcome, Request, RequestSource};
 
 use crate::Names;
 
@@ -35,6 +42,13 @@ const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 const WATCHDOG_TICK: Duration = Duration::from_millis(1);
 /// How long the watchdog keeps ticking after the queue was last seen non-empty, before it parks.
 const WATCHDOG_LINGER: Duration = Duration::from_millis(100);
+/// A request served by a pool thread within this long counts towards running requests inline.
+pub const FAST: Duration = Duration::from_millis(2);
+/// How many fast requests in a row it takes before requests may run inline.
+pub const LEARN_AFTER: u32 = 1000;
+/// How long a request may run inline before the engine hands it over, and before a request that ran
+/// inline that long stops inline running for good.
+pub const INLINE_BUDGET: Duration = Duration::from_millis(20);
 
 /// The threads serving requests, and the queue that feeds them.
 pub struct Pool {
@@ -62,6 +76,12 @@ struct Queue {
     expired: fn(Request),
     recycle: Option<Recycle>,
     names: Names,
+    /// The worker slot of the request running inline, if the host lets requests run inline.
+    inline_slot: Option<usize>,
+    /// Requests may run inline: the host allows it and none has yet run too long there.
+    inline_allowed: AtomicBool,
+    /// Pool requests in a row that took less than [`FAST`].
+    fast_streak: AtomicU32,
 }
 
 /// Maximum requests: after `after` requests, `notify` tells the host to retire this process.
@@ -89,6 +109,8 @@ pub struct PoolOptions {
     pub expired: fn(Request),
     /// What the log calls this process and its options.
     pub names: Names,
+    /// The host may run requests on its own thread with [`Submitter::run_inline`].
+    pub inline: bool,
 }
 
 /// What the watchdog and the request-timeout monitor need to know of one pool thread.
@@ -101,6 +123,8 @@ struct Worker {
     current: Mutex<Option<(String, Instant)>>,
     /// The thread's id as Python knows it, to interrupt a request running too long.
     python_ident: AtomicU64,
+    /// The current request is the rest of one begun inline: its time says nothing of the app's speed.
+    resumed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -119,6 +143,8 @@ struct State {
 thread_local! {
     /// Which of the pool's workers the current thread is.
     static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+    /// A host thread's kernel and Python ids, once known (reading the kernel's costs a /proc lookup).
+    static HOST_THREAD: Cell<Option<(u32, u64)>> = const { Cell::new(None) };
 }
 
 impl Queue {
@@ -129,6 +155,7 @@ impl Queue {
             queue_timeout,
             expired,
             names,
+            inline,
             ..
         } = options;
         Self {
@@ -138,12 +165,17 @@ impl Queue {
             polling: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             standby_waiting: AtomicBool::new(false),
-            workers: (0..threads).map(|_| Worker::default()).collect(),
+            workers: (0..threads + usize::from(inline))
+                .map(|_| Worker::default())
+                .collect(),
             served: AtomicU64::new(0),
             recycle,
             queue_timeout,
             expired,
             names,
+            inline_slot: inline.then_some(threads),
+            inline_allowed: AtomicBool::new(inline),
+            fast_streak: AtomicU32::new(0),
         }
     }
 
@@ -158,14 +190,42 @@ impl Queue {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.set_busy(true);
         if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
-            let var = |key| {
-                String::from_utf8_lossy(request.vars.get(key).unwrap_or_default()).into_owned()
-            };
-            let what = format!("{} {}", var("REQUEST_METHOD"), var("REQUEST_URI"));
+            worker
+                .resumed
+                .store(request.is_handover(), Ordering::Relaxed);
             *worker.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((what, Instant::now()));
+                Some((describe(&request), Instant::now()));
         }
         Some(request)
+    }
+
+    /// Counts a finished request, and asks the host to retire the process at `--max-requests`.
+    fn count_served(&self) {
+        let served = self.served.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(recycle) = &self.recycle {
+            if served == recycle.after {
+                eprintln!(
+                    "{}: {} {} reached {} ({served}); recycling",
+                    self.names.log,
+                    self.names.process,
+                    std::process::id(),
+                    self.names.max_requests,
+                );
+                (recycle.notify)();
+            }
+        }
+    }
+
+    /// Learns from a pool request's time whether the app answers fast enough to run inline.
+    fn learn(&self, took: Duration) {
+        if took < FAST {
+            // Saturates well above LEARN_AFTER, so the counter never wraps.
+            if self.fast_streak.load(Ordering::Relaxed) < LEARN_AFTER * 2 {
+                self.fast_streak.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.fast_streak.store(0, Ordering::Relaxed);
+        }
     }
 
     fn set_busy(&self, busy: bool) {
@@ -361,21 +421,20 @@ impl RequestSource for Queue {
 
     fn finished(&self, _outcome: &Outcome) {
         if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
-            *worker.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        let served = self.served.fetch_add(1, Ordering::AcqRel) + 1;
-        if let Some(recycle) = &self.recycle {
-            if served == recycle.after {
-                eprintln!(
-                    "{}: {} {} reached {} ({served}); recycling",
-                    self.names.log,
-                    self.names.process,
-                    std::process::id(),
-                    self.names.max_requests,
-                );
-                (recycle.notify)();
+            let current = worker
+                .current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let (Some((_, since)), true, false) = (
+                current,
+                self.inline_slot.is_some(),
+                worker.resumed.load(Ordering::Relaxed),
+            ) {
+                self.learn(since.elapsed());
             }
         }
+        self.count_served();
     }
 
     fn attached(&self) {
@@ -466,6 +525,81 @@ impl Submitter {
         }
         Ok(())
     }
+}
+
+impl Submitter {
+    /// Runs `request` on the calling thread, by `run` with the time it may take, when the pool allows it:
+    /// inline running is on, the app has been answering fast, and no pool thread is busy (so the GIL is
+    /// free). Answers the request to queue with [`Submitter::submit`] instead: `request` itself when it
+    /// did not run, or the rest of it when the engine handed it over.
+    pub fn run_inline(
+        &self,
+        request: Request,
+        run: impl FnOnce(Request, Duration) -> Inline,
+    ) -> Option<Request> {
+        let queue = &self.0;
+        let Some(worker) = queue.inline_slot.and_then(|i| queue.workers.get(i)) else {
+            return Some(request);
+        };
+        let may = queue.inline_allowed.load(Ordering::Relaxed)
+            && queue.fast_streak.load(Ordering::Relaxed) >= LEARN_AFTER
+            && queue.busy.load(Ordering::Acquire) == 0
+            && queue.polling.load(Ordering::Acquire) == 0
+            && queue.queued.load(Ordering::Acquire) == 0
+            && !queue.standby_waiting.load(Ordering::Acquire);
+        if !may
+            || worker
+                .busy
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Some(request);
+        }
+        queue.busy.fetch_add(1, Ordering::AcqRel);
+        let (tid, ident) = HOST_THREAD.get().unwrap_or_else(|| {
+            let ids = (current_tid(), rwsgi_engine::current_thread_ident());
+            HOST_THREAD.set(Some(ids));
+            ids
+        });
+        worker.tid.store(tid, Ordering::Release);
+        worker.python_ident.store(ident, Ordering::Release);
+        let began = Instant::now();
+        *worker.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((describe(&request), began));
+        let result = run(request, INLINE_BUDGET);
+        let took = began.elapsed();
+        let what = worker
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        worker.busy.store(false, Ordering::Release);
+        queue.busy.fetch_sub(1, Ordering::AcqRel);
+        if took > INLINE_BUDGET && queue.inline_allowed.swap(false, Ordering::AcqRel) {
+            eprintln!(
+                "{}: {} {}: {} ran {} ms on the I/O thread; from now on every request runs on the \
+                 Python threads",
+                queue.names.log,
+                queue.names.process,
+                std::process::id(),
+                what.map_or_else(String::new, |(what, _)| what),
+                took.as_millis(),
+            );
+        }
+        match result {
+            Inline::Done(_) => {
+                queue.count_served();
+                None
+            }
+            Inline::Handover(request) | Inline::Declined(request) => Some(request),
+        }
+    }
+}
+
+/// A request as the log names it: method and URI.
+fn describe(request: &Request) -> String {
+    let var = |key| String::from_utf8_lossy(request.vars.get(key).unwrap_or_default());
+    format!("{} {}", var("REQUEST_METHOD"), var("REQUEST_URI"))
 }
 
 /// The pool has stopped taking requests.

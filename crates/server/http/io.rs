@@ -55,6 +55,11 @@ impl RequestBody {
         })
     }
 
+    /// The whole body is at hand: reading it never waits.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.rest.is_none()
+    }
+
     /// A body with nothing in it.
     pub(crate) fn empty() -> Self {
         Self {

@@ -134,6 +134,7 @@ fn serve(start: Start<'_>) -> Result<(), String> {
             queue_timeout: group.queue_timeout,
             expired: answer_gateway_timeout,
             names: NAMES,
+            inline: false,
         },
         Arc::new(serve_requests),
     )
@@ -417,18 +418,18 @@ fn receive(
     let id = vars
         .get("mod_wsgi.request_id")
         .map(|id| String::from_utf8_lossy(id).into_owned());
-    let request = Request {
+    let request = Request::new(
         vars,
-        body: Box::new(DaemonBody {
+        Box::new(DaemonBody {
             stream: reader,
             done: false,
         }),
-        response: Box::new(DaemonResponse {
+        Box::new(DaemonResponse {
             stream,
             ended: false,
         }),
         id,
-    };
+    );
     Ok((request, since))
 }
 
