@@ -181,11 +181,7 @@ fn serve(
     release_written(py);
     let _scope = crate::errors::request_scope(id.clone());
     let turn = metrics::RequestTurn::begin(attach_wait);
-    let start_response = match deadline {
-        Some(_) => StartResponse::new_inline(response),
-        None => StartResponse::new(response),
-    };
-    let start_response = match Bound::new(py, start_response) {
+    let start_response = match Bound::new(py, StartResponse::new(response, deadline.is_some())) {
         Ok(sr) => sr,
         Err(err) => {
             engine.log_exception(py, id.as_deref(), &err);
@@ -252,15 +248,14 @@ fn serve(
         &start_response,
         tracked,
         input.as_ref(),
+        errors.as_ref(),
     );
-    if let Some(errors) = &errors {
-        // Still tagged with this request: its scope ends when `serve` returns.
-        errors.get().flush();
-    }
-    let holds_output = start_response
-        .get()
-        .lock()
-        .is_ok_and(|state| state.holds_output());
+    // Only a request running inline holds output.
+    let holds_output = deadline.is_some()
+        && start_response
+            .get()
+            .lock()
+            .is_ok_and(|state| state.holds_output());
     if !holds_output {
         return Inline::Done(outcome);
     }
@@ -319,7 +314,8 @@ fn resume_request(
             };
             let stop = close_after(consumed, &iterable);
             let input = resume.input.map(|input| input.into_bound(py));
-            let outcome = end(
+            let errors = resume.errors.map(|errors| errors.into_bound(py));
+            end(
                 py,
                 engine,
                 id.as_deref(),
@@ -327,17 +323,16 @@ fn resume_request(
                 &start_response,
                 None,
                 input.as_ref(),
-            );
-            if let Some(errors) = resume.errors {
-                errors.get().flush();
-            }
-            outcome
+                errors.as_ref(),
+            )
         }
     }
 }
 
 /// Finishes a request whose response has been consumed (or failed): logs the app's error and ends the
-/// response accordingly, reports to events and metrics, and says how it went.
+/// response accordingly, reports to events and metrics, logs an unfinished `wsgi.errors` line, and says
+/// how it went. Called inside the request's log scope.
+#[allow(clippy::too_many_arguments)]
 fn end(
     py: Python<'_>,
     engine: &Engine,
@@ -346,6 +341,7 @@ fn end(
     start_response: &Bound<'_, StartResponse>,
     tracked: Option<Tracked<'_>>,
     input: Option<&Bound<'_, Input>>,
+    errors: Option<&Bound<'_, ErrorStream>>,
 ) -> Outcome {
     let application_finish = tracked.as_ref().map(|_| metrics::epoch_now());
     let mut outcome = Outcome::default();
@@ -404,6 +400,9 @@ fn end(
                 engine.state.get().forget_request_data();
             }
         }
+    }
+    if let Some(errors) = errors {
+        errors.get().flush();
     }
     outcome
 }
@@ -544,9 +543,8 @@ fn consume(
     sr: &Bound<'_, StartResponse>,
     deadline: Option<Instant>,
 ) -> Consumed {
-    let done = |result: Result<(), Stop>| Consumed::Done(result);
     if let Some(region) = file_region(iterable) {
-        return done((|| {
+        return Consumed::Done((|| {
             let mut state = sr.get().lock()?;
             if !state.started() {
                 return Err(not_started().into());
@@ -556,14 +554,14 @@ fn consume(
         })());
     }
     if let Ok(list) = iterable.cast::<PyList>() {
-        return done(consume_sequence(py, list.iter(), list.len(), sr));
+        return Consumed::Done(consume_sequence(py, list.iter(), list.len(), sr));
     }
     if let Ok(tuple) = iterable.cast::<PyTuple>() {
-        return done(consume_sequence(py, tuple.iter(), tuple.len(), sr));
+        return Consumed::Done(consume_sequence(py, tuple.iter(), tuple.len(), sr));
     }
     match iterable.try_iter() {
         Ok(iterator) => consume_iterator(py, iterator, sr, deadline),
-        Err(err) => done(Err(err.into())),
+        Err(err) => Consumed::Done(Err(err.into())),
     }
 }
 
@@ -604,14 +602,7 @@ fn consume_iterator<'py>(
                 break;
             }
         }
-        let mut state = sr.get().lock()?;
-        if !state.started() {
-            return Err(PyRuntimeError::new_err(
-                "the application returned without calling start_response()",
-            )
-            .into());
-        }
-        state.finish(py, None)?;
+        finish_returned(py, sr, None)?;
         Ok(true)
     })();
     match result {
@@ -648,7 +639,15 @@ fn consume_sequence<'py>(
             body.extend_from_slice(bytes.as_bytes());
         }
     }
-    let body = single.unwrap_or_else(|| body.freeze());
+    finish_returned(py, sr, Some(single.unwrap_or_else(|| body.freeze())))
+}
+
+/// Ends the response once the app's iterable is exhausted (`body`: all of it, when it was at hand at once).
+fn finish_returned(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    body: Option<Bytes>,
+) -> Result<(), Stop> {
     let mut state = sr.get().lock()?;
     if !state.started() {
         return Err(PyRuntimeError::new_err(
@@ -656,7 +655,7 @@ fn consume_sequence<'py>(
         )
         .into());
     }
-    Ok(state.finish(py, Some(body))?)
+    Ok(state.finish(py, body)?)
 }
 
 /// Bodies at least this long are handed to the host without a copy: the host holds the `bytes` object
@@ -840,6 +839,16 @@ pub enum HookValue {
 /// A request body that is empty: hook functions get no input.
 struct NoBody;
 
+impl BodyReader for NoBody {
+    fn try_next(&mut self) -> Option<std::io::Result<crate::host::BodyChunk>> {
+        Some(Ok(crate::host::BodyChunk::End))
+    }
+
+    fn next(&mut self) -> std::io::Result<crate::host::BodyChunk> {
+        Ok(crate::host::BodyChunk::End)
+    }
+}
+
 /// The response placeholder of a handed-over request, whose real sink travels inside it.
 struct Elsewhere;
 
@@ -850,16 +859,6 @@ impl ResponseSink for Elsewhere {
 
     fn send(&mut self, _output: Output) -> Result<(), ClientGone> {
         Err(ClientGone)
-    }
-}
-
-impl BodyReader for NoBody {
-    fn try_next(&mut self) -> Option<std::io::Result<crate::host::BodyChunk>> {
-        Some(Ok(crate::host::BodyChunk::End))
-    }
-
-    fn next(&mut self) -> std::io::Result<crate::host::BodyChunk> {
-        Ok(crate::host::BodyChunk::End)
     }
 }
 

@@ -65,7 +65,8 @@ pub(crate) struct ResponseState {
 }
 
 impl StartResponse {
-    pub(crate) fn new(sink: Box<dyn ResponseSink>) -> Self {
+    /// `inline`: the response holds, rather than waits for, output the host cannot take at once.
+    pub(crate) fn new(sink: Box<dyn ResponseSink>, inline: bool) -> Self {
         Self {
             state: Mutex::new(ResponseState {
                 sink,
@@ -78,7 +79,7 @@ impl StartResponse {
                 sent_status: None,
                 writes: 0,
                 waited: Duration::ZERO,
-                inline: false,
+                inline,
                 held: VecDeque::new(),
             }),
             events: OnceLock::new(),
@@ -89,15 +90,6 @@ impl StartResponse {
     pub(crate) fn set_events(&self, events: crate::events::ResponseEvents) {
         // Set once, before the app runs.
         let _ = self.events.set(events);
-    }
-
-    /// Makes the response hold, rather than wait for, output the host cannot take at once.
-    pub(crate) fn new_inline(sink: Box<dyn ResponseSink>) -> Self {
-        let this = Self::new(sink);
-        if let Ok(mut state) = this.state.lock() {
-            state.inline = true;
-        }
-        this
     }
 
     pub(crate) fn lock(&self) -> PyResult<MutexGuard<'_, ResponseState>> {

@@ -230,14 +230,22 @@ impl Queue {
 
     fn set_busy(&self, busy: bool) {
         if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
-            if worker.busy.swap(busy, Ordering::AcqRel) != busy {
-                if busy {
-                    self.busy.fetch_add(1, Ordering::AcqRel);
-                } else {
-                    self.busy.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
+            self.mark_busy(worker, busy);
         }
+    }
+
+    /// Marks `worker` busy or not, keeping the count; false if it already was (so only one caller can
+    /// take an idle worker's slot).
+    fn mark_busy(&self, worker: &Worker, busy: bool) -> bool {
+        if worker.busy.swap(busy, Ordering::AcqRel) == busy {
+            return false;
+        }
+        if busy {
+            self.busy.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+        true
     }
 
     /// Takes the requests that waited longer than `--queue-timeout` (the oldest are first).
@@ -547,15 +555,9 @@ impl Submitter {
             && queue.polling.load(Ordering::Acquire) == 0
             && queue.queued.load(Ordering::Acquire) == 0
             && !queue.standby_waiting.load(Ordering::Acquire);
-        if !may
-            || worker
-                .busy
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if !may || !queue.mark_busy(worker, true) {
             return Some(request);
         }
-        queue.busy.fetch_add(1, Ordering::AcqRel);
         let (tid, ident) = HOST_THREAD.get().unwrap_or_else(|| {
             let ids = (current_tid(), rwsgi_engine::current_thread_ident());
             HOST_THREAD.set(Some(ids));
@@ -573,8 +575,7 @@ impl Submitter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        worker.busy.store(false, Ordering::Release);
-        queue.busy.fetch_sub(1, Ordering::AcqRel);
+        queue.mark_busy(worker, false);
         if took > INLINE_BUDGET && queue.inline_allowed.swap(false, Ordering::AcqRel) {
             eprintln!(
                 "{}: {} {}: {} ran {} ms on the I/O thread; from now on every request runs on the \
