@@ -6,17 +6,21 @@
 //! variables and never calls [`from_http`].
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 /// A variable's name.
 pub type Key = Cow<'static, str>;
-/// A variable's value: bytes that become a latin-1 `str` in the environ.
-pub type Value = Cow<'static, [u8]>;
 
 /// The CGI variables of one request, in the order the host gave them. Keys are unique.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Every value lives in one buffer, so a request's few dozen variables cost a couple of allocations
+/// rather than one each; a replaced value leaves its old bytes behind until the set is dropped.
+#[derive(Clone, Default)]
 pub struct CgiVars {
-    vars: Vec<(Key, Value)>,
+    vars: Vec<(Key, Range<usize>)>,
+    text: Vec<u8>,
 }
 
 impl CgiVars {
@@ -24,13 +28,14 @@ impl CgiVars {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             vars: Vec::with_capacity(n),
+            text: Vec::with_capacity(n * 16),
         }
     }
 
     /// Sets `key` to `value`, replacing an earlier value.
-    pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
+    pub fn set(&mut self, key: impl Into<Key>, value: impl AsRef<[u8]>) {
         let key = key.into();
-        let value = value.into();
+        let value = self.store(value.as_ref());
         match self.vars.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = value,
             None => self.vars.push((key, value)),
@@ -38,32 +43,56 @@ impl CgiVars {
     }
 
     /// Adds a variable the caller knows is not set yet (no search for an earlier value).
-    fn push_new(&mut self, key: &'static str, value: impl Into<Value>) {
+    fn push_new(&mut self, key: &'static str, value: impl AsRef<[u8]>) {
         debug_assert!(self.get(key).is_none(), "{key} set twice");
-        self.vars.push((Cow::Borrowed(key), value.into()));
+        let value = self.store(value.as_ref());
+        self.vars.push((Cow::Borrowed(key), value));
+    }
+
+    /// Adds a variable the caller knows is not set yet, its value written by `write`.
+    fn push_new_with(&mut self, key: &'static str, write: impl FnOnce(&mut Vec<u8>)) {
+        debug_assert!(self.get(key).is_none(), "{key} set twice");
+        let start = self.text.len();
+        write(&mut self.text);
+        self.vars.push((Cow::Borrowed(key), start..self.text.len()));
     }
 
     /// Appends `value` to `key`'s value after `separator`, or sets it if absent.
     pub fn append(&mut self, key: impl Into<Key>, separator: &[u8], value: &[u8]) {
         let key = key.into();
-        match self.vars.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, existing)) => {
-                let existing = existing.to_mut();
-                existing.extend_from_slice(separator);
-                existing.extend_from_slice(value);
-            }
-            None => self.vars.push((key, Cow::Owned(value.to_vec()))),
+        let Some(at) = self.vars.iter().position(|(k, _)| *k == key) else {
+            let value = self.store(value);
+            self.vars.push((key, value));
+            return;
+        };
+        let old = self.vars[at].1.clone();
+        if old.end != self.text.len() {
+            // Not the last value written: move it to the end, where it can grow.
+            self.text.extend_from_within(old.clone());
         }
+        let start = self.text.len() - old.len();
+        self.text.extend_from_slice(separator);
+        self.text.extend_from_slice(value);
+        self.vars[at].1 = start..self.text.len();
+    }
+
+    fn store(&mut self, value: &[u8]) -> Range<usize> {
+        let start = self.text.len();
+        self.text.extend_from_slice(value);
+        start..self.text.len()
     }
 
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.vars.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| &self.text[v.clone()])
     }
 
     /// Every variable, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.vars.iter().map(|(k, v)| (&**k, &**v))
+        self.vars.iter().map(|(k, v)| (&**k, &self.text[v.clone()]))
     }
 
     /// How many variables there are.
@@ -74,6 +103,22 @@ impl CgiVars {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
+    }
+}
+
+impl PartialEq for CgiVars {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for CgiVars {}
+
+impl fmt::Debug for CgiVars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (k, String::from_utf8_lossy(v))))
+            .finish()
     }
 }
 
@@ -105,31 +150,36 @@ where
 {
     let mut vars = CgiVars::with_capacity(24);
     let (path, query) = split_target(request.target);
-    let path_info = decode_path(path, request.script_name.as_bytes());
     // The variables every request has, each once: pushed without looking for an earlier value.
-    vars.push_new("REQUEST_METHOD", method_value(request.method));
-    vars.push_new("SCRIPT_NAME", request.script_name.as_bytes().to_vec());
-    vars.push_new("PATH_INFO", path_info);
-    vars.push_new("QUERY_STRING", query.to_vec());
-    vars.push_new("REQUEST_URI", request.target.to_vec());
-    vars.push_new("SERVER_PROTOCOL", request.protocol.as_bytes());
-    vars.push_new("GATEWAY_INTERFACE", &b"CGI/1.1"[..]);
+    vars.push_new("REQUEST_METHOD", request.method);
+    vars.push_new("SCRIPT_NAME", request.script_name);
+    vars.push_new_with("PATH_INFO", |text| {
+        decode_path(text, path, request.script_name.as_bytes())
+    });
+    vars.push_new("QUERY_STRING", query);
+    vars.push_new("REQUEST_URI", request.target);
+    vars.push_new("SERVER_PROTOCOL", request.protocol);
+    vars.push_new("GATEWAY_INTERFACE", b"CGI/1.1");
     vars.push_new(
         "SERVER_SOFTWARE",
-        concat!("rwsgi/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        concat!("rwsgi/", env!("CARGO_PKG_VERSION")),
     );
-    vars.push_new("REMOTE_ADDR", ip_text(request.peer.ip()));
-    vars.push_new("REMOTE_PORT", decimal(request.peer.port()));
-    vars.push_new("SERVER_ADDR", ip_text(request.local.ip()));
-    vars.push_new("SERVER_PORT", decimal(request.local.port()));
+    vars.push_new_with("REMOTE_ADDR", |text| push_ip(text, request.peer.ip()));
+    vars.push_new_with("REMOTE_PORT", |text| {
+        push_decimal(text, request.peer.port())
+    });
+    vars.push_new_with("SERVER_ADDR", |text| push_ip(text, request.local.ip()));
+    vars.push_new_with("SERVER_PORT", |text| {
+        push_decimal(text, request.local.port())
+    });
     if request.scheme == "https" {
-        vars.push_new("HTTPS", &b"1"[..]);
+        vars.push_new("HTTPS", b"1");
     }
     let mut host = None;
     for (name, value) in request.headers {
         match name {
-            "content-type" => vars.set("CONTENT_TYPE", value.to_vec()),
-            "content-length" => vars.set("CONTENT_LENGTH", value.to_vec()),
+            "content-type" => vars.set("CONTENT_TYPE", value),
+            "content-length" => vars.set("CONTENT_LENGTH", value),
             // httpoxy: a client must not be able to set HTTP_PROXY for the app's HTTP libraries.
             "proxy" => {}
             // `X_Foo` and `X-Foo` would both become HTTP_X_FOO; a spoofed underscore header must not shadow
@@ -143,36 +193,27 @@ where
             }
         }
     }
-    let server_name = host
-        .map(host_without_port)
-        .map(<[u8]>::to_vec)
-        .unwrap_or_else(|| ip_text(request.local.ip()));
-    vars.set("SERVER_NAME", server_name);
+    match host {
+        Some(host) => vars.push_new("SERVER_NAME", host_without_port(host)),
+        None => vars.push_new_with("SERVER_NAME", |text| push_ip(text, request.local.ip())),
+    }
     vars
 }
 
-/// An address as text. IPv4, by far the most common, is written directly: `core::fmt` costs more than
-/// the rest of a request's CGI variables together.
-fn ip_text(ip: std::net::IpAddr) -> Vec<u8> {
+/// Writes an address as text. IPv4, by far the most common, is written directly: `core::fmt` costs more
+/// than the rest of a request's CGI variables together.
+fn push_ip(text: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
-            let mut text = Vec::with_capacity(15);
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     text.push(b'.');
                 }
-                push_decimal(&mut text, u16::from(octet));
+                push_decimal(text, u16::from(octet));
             }
-            text
         }
-        std::net::IpAddr::V6(_) => ip.to_string().into_bytes(),
+        std::net::IpAddr::V6(_) => text.extend_from_slice(ip.to_string().as_bytes()),
     }
-}
-
-fn decimal(n: u16) -> Vec<u8> {
-    let mut text = Vec::with_capacity(5);
-    push_decimal(&mut text, n);
-    text
 }
 
 fn push_decimal(text: &mut Vec<u8>, n: u16) {
@@ -191,34 +232,80 @@ fn push_decimal(text: &mut Vec<u8>, n: u16) {
     text.extend_from_slice(&digits[at..]);
 }
 
-fn method_value(method: &str) -> Value {
-    const COMMON: [&str; 7] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
-    match COMMON.iter().find(|m| **m == method) {
-        Some(m) => Cow::Borrowed(m.as_bytes()),
-        None => Cow::Owned(method.as_bytes().to_vec()),
-    }
+/// The CGI names hosts give nearly every request, besides [`COMMON_HEADERS`]: the engine makes their
+/// Python strings once (see [`crate::keys`]).
+const CGI_NAMES: [&str; 39] = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "SERVER_PROTOCOL",
+    "GATEWAY_INTERFACE",
+    "SERVER_SOFTWARE",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SERVER_ADDR",
+    "SERVER_PORT",
+    "SERVER_NAME",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    // Apache's own.
+    "DOCUMENT_ROOT",
+    "REQUEST_SCHEME",
+    "CONTEXT_PREFIX",
+    "CONTEXT_DOCUMENT_ROOT",
+    "SERVER_ADMIN",
+    "SERVER_SIGNATURE",
+    "SCRIPT_FILENAME",
+    "REMOTE_USER",
+    "AUTH_TYPE",
+    "PATH",
+    "PATH_TRANSLATED",
+    "UNIQUE_ID",
+    "mod_wsgi.script_name",
+    "mod_wsgi.path_info",
+    "mod_wsgi.process_group",
+    "mod_wsgi.application_group",
+    "mod_wsgi.callable_object",
+    "mod_wsgi.request_handler",
+    "mod_wsgi.handler_script",
+    "mod_wsgi.listener_host",
+    "mod_wsgi.listener_port",
+    "mod_wsgi.server_pid",
+    "mod_wsgi.request_id",
+    "mod_wsgi.connection_id",
+];
+
+/// Request headers common enough to have their CGI names written out, by lowercase name.
+const COMMON_HEADERS: [(&str, &str); 12] = [
+    ("host", "HTTP_HOST"),
+    ("user-agent", "HTTP_USER_AGENT"),
+    ("accept", "HTTP_ACCEPT"),
+    ("accept-encoding", "HTTP_ACCEPT_ENCODING"),
+    ("accept-language", "HTTP_ACCEPT_LANGUAGE"),
+    ("connection", "HTTP_CONNECTION"),
+    ("cookie", "HTTP_COOKIE"),
+    ("referer", "HTTP_REFERER"),
+    ("cache-control", "HTTP_CACHE_CONTROL"),
+    ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
+    ("authorization", "HTTP_AUTHORIZATION"),
+    (
+        "upgrade-insecure-requests",
+        "HTTP_UPGRADE_INSECURE_REQUESTS",
+    ),
+];
+
+/// The variable names most requests have, whichever host made them.
+pub(crate) fn known_names() -> impl Iterator<Item = &'static str> {
+    CGI_NAMES
+        .into_iter()
+        .chain(COMMON_HEADERS.into_iter().map(|(_, key)| key))
 }
 
 /// `HTTP_` followed by the name in upper case with `-` as `_`.
 fn header_key(name: &str) -> Key {
-    const COMMON: [(&str, &str); 12] = [
-        ("host", "HTTP_HOST"),
-        ("user-agent", "HTTP_USER_AGENT"),
-        ("accept", "HTTP_ACCEPT"),
-        ("accept-encoding", "HTTP_ACCEPT_ENCODING"),
-        ("accept-language", "HTTP_ACCEPT_LANGUAGE"),
-        ("connection", "HTTP_CONNECTION"),
-        ("cookie", "HTTP_COOKIE"),
-        ("referer", "HTTP_REFERER"),
-        ("cache-control", "HTTP_CACHE_CONTROL"),
-        ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
-        ("authorization", "HTTP_AUTHORIZATION"),
-        (
-            "upgrade-insecure-requests",
-            "HTTP_UPGRADE_INSECURE_REQUESTS",
-        ),
-    ];
-    if let Some((_, key)) = COMMON.iter().find(|(n, _)| *n == name) {
+    if let Some((_, key)) = COMMON_HEADERS.iter().find(|(n, _)| *n == name) {
         return Cow::Borrowed(key);
     }
     let mut key = String::with_capacity(5 + name.len());
@@ -250,14 +337,15 @@ fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Percent-decodes the path, then removes the mount point so SCRIPT_NAME + PATH_INFO is the whole path.
-fn decode_path(path: &[u8], script_name: &[u8]) -> Vec<u8> {
-    let decoded: Vec<u8> = percent_encoding::percent_decode(path).collect();
-    match decoded.strip_prefix(script_name) {
-        Some(rest) if !script_name.is_empty() && (rest.is_empty() || rest.starts_with(b"/")) => {
-            rest.to_vec()
+/// Writes the percent-decoded path, less the mount point, so SCRIPT_NAME + PATH_INFO is the whole path.
+fn decode_path(text: &mut Vec<u8>, path: &[u8], script_name: &[u8]) {
+    let start = text.len();
+    text.extend(percent_encoding::percent_decode(path));
+    let decoded = &text[start..];
+    if let Some(rest) = decoded.strip_prefix(script_name) {
+        if !script_name.is_empty() && (rest.is_empty() || rest.starts_with(b"/")) {
+            text.drain(start..start + script_name.len());
         }
-        _ => decoded,
     }
 }
 
@@ -290,10 +378,14 @@ mod tests {
             "fe80::1",
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string().into_bytes());
+            let mut text = b"x".to_vec();
+            push_ip(&mut text, ip);
+            assert_eq!(text, format!("x{ip}").into_bytes());
         }
         for port in [0u16, 7, 80, 443, 8000, 65535] {
-            assert_eq!(decimal(port), port.to_string().into_bytes());
+            let mut text = Vec::new();
+            push_decimal(&mut text, port);
+            assert_eq!(text, port.to_string().into_bytes());
         }
     }
 
@@ -381,12 +473,19 @@ mod tests {
     #[test]
     fn set_replaces_and_append_joins() {
         let mut vars = CgiVars::default();
-        vars.set("A", &b"1"[..]);
-        vars.set("A", &b"2"[..]);
+        vars.set("A", b"1");
+        vars.set("A", b"2");
         vars.append("B", b"; ", b"x");
         vars.append("B", b"; ", b"y");
-        assert_eq!(vars.len(), 2);
-        assert_eq!(vars.get("A"), Some(&b"2"[..]));
-        assert_eq!(vars.get("B"), Some(&b"x; y"[..]));
+        vars.set("C", b"c");
+        // B is no longer the last value written: appending moves it.
+        vars.append("B", b"; ", b"z");
+        vars.append("A", b"", b"3");
+        assert_eq!(vars.len(), 3);
+        assert_eq!(vars.get("A"), Some(&b"23"[..]));
+        assert_eq!(vars.get("B"), Some(&b"x; y; z"[..]));
+        assert_eq!(vars.get("C"), Some(&b"c"[..]));
+        let keys: Vec<&str> = vars.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["A", "B", "C"]);
     }
 }

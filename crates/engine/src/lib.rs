@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod cpython;
 mod environ;
 mod errors;
 mod events;
@@ -19,6 +20,7 @@ mod file_wrapper;
 mod host;
 mod input;
 pub mod interp;
+mod keys;
 mod metrics;
 mod pyapi;
 mod request;
@@ -28,13 +30,13 @@ pub mod subinterp;
 mod traceback;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 pub use app::{AppSource, AppSpec};
-pub use environ::{from_http, CgiVars, HttpRequest, Key, Value};
+pub use environ::{from_http, CgiVars, HttpRequest, Key};
 pub use error::EngineError;
 pub use host::{
     BodyChunk, BodyReader, ClientGone, ErrorLog, FileRegion, Output, ResponseHead, ResponseSink,
@@ -99,13 +101,10 @@ pub struct Engine {
     /// The callable's configured name (`callable_object` of `request_started`).
     callable_object: Py<PyString>,
     /// Environ keys as Python strings, made once: most requests repeat the same few dozen.
-    keys: Mutex<HashMap<Box<str>, Py<PyString>>>,
+    keys: keys::EnvironKeys,
     /// Makes each request's `wsgi.errors`.
     text_streams: errors::TextStreams,
 }
-
-/// Bounds the key cache so a client inventing header names cannot grow it without end.
-const MAX_CACHED_KEYS: usize = 512;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,7 +134,7 @@ impl Engine {
                 environ_template: environ_template.unbind(),
                 state: state.unbind(),
                 callable_object: PyString::new(py, &spec.callable).unbind(),
-                keys: Mutex::new(HashMap::new()),
+                keys: keys::EnvironKeys::new(py),
                 text_streams: errors::TextStreams::new(py).map_err(interp_err)?,
             })
         })
@@ -195,20 +194,13 @@ impl Engine {
     }
 
     fn key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-        let mut keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(key) = keys.get(name) {
-            return key.bind(py).clone();
-        }
-        let key = PyString::intern(py, name);
-        if keys.len() < MAX_CACHED_KEYS {
-            keys.insert(name.into(), key.clone().unbind());
-        }
-        key
+        self.keys.get(py, name)
     }
 }
+
+/// Keys an environ has room for before it must grow: the template's and a request's CGI variables,
+/// with plenty of headers.
+const ENVIRON_ROOM: usize = 40;
 
 /// The environ keys that are the same for every request; each request starts from a copy.
 fn environ_template<'py>(
@@ -216,7 +208,8 @@ fn environ_template<'py>(
     spec: &AppSpec,
     options: &EngineOptions,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let environ = PyDict::new(py);
+    // Room for a request's own keys too: each request's copy then never grows its table.
+    let environ = cpython::dict_with_room(py, ENVIRON_ROOM)?;
     environ.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
     environ.set_item("wsgi.url_scheme", "http")?;
     environ.set_item("wsgi.multithread", options.threads > 1)?;

@@ -10,8 +10,9 @@ use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
 
+use crate::cpython::latin1;
 use crate::environ::CgiVars;
 use crate::errors::ErrorStream;
 use crate::events::{Begin, Tracked};
@@ -464,7 +465,7 @@ fn build_environ<'py>(
             https = matches!(value, b"1" | b"on" | b"On" | b"ON");
             continue;
         }
-        environ.set_item(engine.key(py, key), latin1(py, value))?;
+        environ.set_item(engine.key(py, key), latin1::to_str(py, value)?)?;
     }
     if https {
         environ.set_item(
@@ -507,17 +508,6 @@ fn build_environ<'py>(
         request_start: arrived,
         application_start: now.as_secs_f64(),
     })
-}
-
-/// A CGI value as PEP 3333 wants it: a `str` holding the bytes as latin-1 code points.
-fn latin1<'py>(py: Python<'py>, value: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(value) {
-        Ok(text) if value.is_ascii() => PyString::new(py, text),
-        _ => PyString::new(
-            py,
-            &value.iter().map(|&b| char::from(b)).collect::<String>(),
-        ),
-    }
 }
 
 fn not_bytes(item: &Bound<'_, PyAny>) -> PyErr {
@@ -881,7 +871,9 @@ pub(crate) fn call_hook(
             metrics::thread_id(),
         )?;
         let mut call_args: Vec<Bound<'_, PyAny>> = vec![built.environ.into_any()];
-        call_args.extend(args.iter().map(|a| latin1(py, a).into_any()));
+        for arg in args {
+            call_args.push(latin1::to_str(py, arg)?.into_any());
+        }
         let result = engine
             .current_app(py, id.as_deref())
             .bind(py)

@@ -138,7 +138,7 @@ impl StartResponse {
         if let Some(events) = slf.get().events.get() {
             events.publish(slf.py(), status, headers, exc_info);
         }
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     /// Sends body bytes at once, before any the iterable returns (the PEP's imperative API).
@@ -464,29 +464,16 @@ fn latin1(text: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
             type_name(text)
         )));
     };
-    // Every response's status and headers pass here: converted in Rust; only a value that is not
-    // latin-1 goes through Python's own encoder, for its exact UnicodeEncodeError.
-    // (A lone surrogate cannot even be read as UTF-8: Python's encoder reports that one too.)
-    // ASCII, nearly every status and header, is its own latin-1 (and CPython hands out its bytes as they
-    // are stored, without a copy).
-    if let Ok(text) = string.to_str() {
-        if text.is_ascii() {
-            return Ok(text.as_bytes().to_vec());
-        }
+    // Every response's status and headers pass here: a str stored one byte per code point is its own
+    // latin-1. Any other goes through Python's encoder, for its exact UnicodeEncodeError (as mod_wsgi).
+    if let Some(bytes) = crate::cpython::latin1::bytes_of(string) {
+        return Ok(bytes.to_vec());
     }
-    let converted: Option<Vec<u8>> = string.to_cow().ok().and_then(|text| {
-        text.chars()
-            .map(|c| u8::try_from(u32::from(c)).ok())
-            .collect()
-    });
-    match converted {
-        Some(bytes) => Ok(bytes),
-        None => Ok(text
-            .call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
-            .cast_into::<PyBytes>()?
-            .as_bytes()
-            .to_vec()),
-    }
+    Ok(text
+        .call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
+        .cast_into::<PyBytes>()?
+        .as_bytes()
+        .to_vec())
 }
 
 /// Bytes as Python shows them (`b'200 OK'`), for messages worded as mod_wsgi words them.

@@ -122,7 +122,7 @@ pub(crate) fn build(
         if key == "PATH" {
             continue;
         }
-        vars.set(key.to_owned(), value.to_vec());
+        vars.set(key.to_owned(), value);
     }
     vars
 }

@@ -347,7 +347,7 @@ fn run(
         let mut vars = vars;
         vars.set(
             crate::daemon::process::SCRIPT_KEY,
-            target.script.as_os_str().as_encoded_bytes().to_vec(),
+            target.script.as_os_str().as_encoded_bytes(),
         );
         return crate::daemon::client::forward(request, &plan, &vars, error_override);
     }
