@@ -31,3 +31,6 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
