@@ -119,12 +119,46 @@ struct Worker {
     /// The kernel's id for the thread, to read its scheduling state.
     tid: AtomicU32,
     busy: AtomicBool,
-    /// The request being served (method and URI) and when it was taken.
-    current: Mutex<Option<(String, Instant)>>,
+    /// The request being served.
+    current: Mutex<Current>,
     /// The thread's id as Python knows it, to interrupt a request running too long.
     python_ident: AtomicU64,
     /// The current request is the rest of one begun inline: its time says nothing of the app's speed.
     resumed: AtomicBool,
+}
+
+/// What a pool thread is serving. The text's buffer is kept from one request to the next, so naming a
+/// request costs no allocation.
+#[derive(Default)]
+struct Current {
+    /// Method and URI of the request, as the log names it.
+    what: String,
+    /// When it was taken; `None` while the thread is idle.
+    since: Option<Instant>,
+}
+
+impl Current {
+    fn begin(&mut self, request: &Request, now: Instant) {
+        self.what.clear();
+        let var = |key| request.vars.get(key).unwrap_or_default();
+        self.what
+            .push_str(&String::from_utf8_lossy(var("REQUEST_METHOD")));
+        self.what.push(' ');
+        self.what
+            .push_str(&String::from_utf8_lossy(var("REQUEST_URI")));
+        self.since = Some(now);
+    }
+
+    /// Ends the request, giving when it began.
+    fn end(&mut self) -> Option<Instant> {
+        self.since.take()
+    }
+}
+
+impl Worker {
+    fn current(&self) -> MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -193,8 +227,7 @@ impl Queue {
             worker
                 .resumed
                 .store(request.is_handover(), Ordering::Relaxed);
-            *worker.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((describe(&request), Instant::now()));
+            worker.current().begin(&request, Instant::now());
         }
         Some(request)
     }
@@ -429,13 +462,9 @@ impl RequestSource for Queue {
 
     fn finished(&self, _outcome: &Outcome) {
         if let Some(worker) = WORKER.get().and_then(|i| self.workers.get(i)) {
-            let current = worker
-                .current
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let (Some((_, since)), true, false) = (
-                current,
+            let began = worker.current().end();
+            if let (Some(since), true, false) = (
+                began,
                 self.inline_slot.is_some(),
                 worker.resumed.load(Ordering::Relaxed),
             ) {
@@ -491,11 +520,11 @@ impl Monitor {
             .workers
             .iter()
             .filter_map(|w| {
-                let current = w.current.lock().unwrap_or_else(|p| p.into_inner());
-                let (what, since) = current.as_ref()?;
+                let current = w.current();
+                let since = current.since?;
                 (since.elapsed() > limit).then(|| Overdue {
-                    what: what.clone(),
-                    started: *since,
+                    what: current.what.clone(),
+                    started: since,
                     python_ident: w.python_ident.load(Ordering::Acquire),
                 })
             })
@@ -566,15 +595,10 @@ impl Submitter {
         worker.tid.store(tid, Ordering::Release);
         worker.python_ident.store(ident, Ordering::Release);
         let began = Instant::now();
-        *worker.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((describe(&request), began));
+        worker.current().begin(&request, began);
         let result = run(request, INLINE_BUDGET);
         let took = began.elapsed();
-        let what = worker
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        worker.current().end();
         queue.mark_busy(worker, false);
         if took > INLINE_BUDGET && queue.inline_allowed.swap(false, Ordering::AcqRel) {
             eprintln!(
@@ -583,7 +607,7 @@ impl Submitter {
                 queue.names.log,
                 queue.names.process,
                 std::process::id(),
-                what.map_or_else(String::new, |(what, _)| what),
+                worker.current().what,
                 took.as_millis(),
             );
         }
@@ -595,12 +619,6 @@ impl Submitter {
             Inline::Handover(request) | Inline::Declined(request) => Some(request),
         }
     }
-}
-
-/// A request as the log names it: method and URI.
-fn describe(request: &Request) -> String {
-    let var = |key| String::from_utf8_lossy(request.vars.get(key).unwrap_or_default());
-    format!("{} {}", var("REQUEST_METHOD"), var("REQUEST_URI"))
 }
 
 /// The pool has stopped taking requests.

@@ -175,9 +175,10 @@ fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
     headers.reserve(head.headers.len());
     for (name, value) in head.headers {
         // start_response already validated both; a failure here would be our bug, not the app's.
+        // The value's own buffer becomes the header's: no copy.
         match (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(&value),
+            HeaderValue::from_maybe_shared(Bytes::from(value)),
         ) {
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
