@@ -32,5 +32,9 @@ fn main() {
     }
 }
 
+/// Rust's own allocations (hyper's buffers, a request's variables, response heads) go to mimalloc, which
+/// serves a request's many small ones several times cheaper than glibc; Python's stay with glibc (see
+/// [`malloc`]). Built without transparent huge pages, which cost each process several MiB of resident
+/// memory for no measured gain.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,4 +1,5 @@
-//! glibc's allocator, tuned for a worker that serves request and response bodies.
+//! glibc's allocator, tuned for a worker that serves request and response bodies. Python allocates with it
+//! (Rust code in this binary uses mimalloc: see `main.rs`).
 //!
 //! By default glibc hands freshly freed memory at the top of a heap back to the kernel (above 128 KiB), and
 //! serves allocations of 128 KiB or more with their own mappings. A worker allocates and frees bodies of
