@@ -296,11 +296,31 @@ const COMMON_HEADERS: [(&str, &str); 12] = [
     ),
 ];
 
-/// The variable names most requests have, whichever host made them.
-pub(crate) fn known_names() -> impl Iterator<Item = &'static str> {
+/// Known names whose values differ from one request to the next: not worth keeping for the next one.
+const PER_REQUEST: [&str; 14] = [
+    "PATH_INFO",
+    "REQUEST_URI",
+    "REMOTE_PORT",
+    "CONTENT_LENGTH",
+    "PATH_TRANSLATED",
+    "UNIQUE_ID",
+    "mod_wsgi.path_info",
+    "mod_wsgi.request_id",
+    "mod_wsgi.connection_id",
+    "HTTP_COOKIE",
+    "HTTP_REFERER",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_AUTHORIZATION",
+    "REMOTE_USER",
+];
+
+/// The variable names most requests have, whichever host made them, each with whether its value tends
+/// to repeat from one request to the next.
+pub(crate) fn known_names() -> impl Iterator<Item = (&'static str, bool)> {
     CGI_NAMES
         .into_iter()
         .chain(COMMON_HEADERS.into_iter().map(|(_, key)| key))
+        .map(|name| (name, !PER_REQUEST.contains(&name)))
 }
 
 /// `HTTP_` followed by the name in upper case with `-` as `_`.

@@ -1,10 +1,17 @@
-//! Environ keys as Python strings, made once per engine instead of once per request.
+//! Environ keys as Python strings, made once per engine instead of once per request, and the values that
+//! repeat from one request to the next.
 //!
 //! The CGI names the hosts produce are interned when the engine loads and looked up afterwards without a
 //! lock, with a hash made for short strings. Any other name (an unusual request header, an Apache
 //! `SetEnv`) is interned when first seen and kept, up to a bound, under a lock and a hash a client cannot
 //! aim collisions at, so a client inventing header names can neither grow the cache without end nor slow
 //! its lookups down.
+//!
+//! Most of a request's values are the same as the last request's (the method, the protocol, the server's
+//! name and address, a client's Host and User-Agent). For the names whose values are few, the last value's
+//! `str` is kept and handed out again while the bytes match: Python strings are immutable, so sharing one
+//! is indistinguishable from making a new one. Per-request values (path, URI, ports, cookies) are never
+//! kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,13 +20,27 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 use rustc_hash::FxHashMap;
 
+use crate::cpython::latin1;
+
 /// Bounds the cache of other names.
 const MAX_OTHER_KEYS: usize = 512;
+
+/// Longer values are not kept for the next request.
+const MAX_KEPT_VALUE: usize = 256;
+
+/// A value's bytes and the `str` made of them.
+type Value = (Box<[u8]>, Py<PyString>);
+
+/// A known name's key string and, for names with few values, the last value made.
+struct Known {
+    key: Py<PyString>,
+    last: Option<Mutex<Option<Value>>>,
+}
 
 /// The engine's environ key strings.
 pub(crate) struct EnvironKeys {
     /// Every name of [`crate::environ::known_names`]: fixed at load, so read without a lock.
-    known: FxHashMap<&'static str, Py<PyString>>,
+    known: FxHashMap<&'static str, Known>,
     /// Names seen since, which requests may choose.
     other: Mutex<HashMap<Box<str>, Py<PyString>>>,
 }
@@ -27,7 +48,11 @@ pub(crate) struct EnvironKeys {
 impl EnvironKeys {
     pub(crate) fn new(py: Python<'_>) -> Self {
         let known = crate::environ::known_names()
-            .map(|name| (name, PyString::intern(py, name).unbind()))
+            .map(|(name, repeats)| {
+                let key = PyString::intern(py, name).unbind();
+                let last = repeats.then(|| Mutex::new(None));
+                (name, Known { key, last })
+            })
             .collect();
         Self {
             known,
@@ -35,10 +60,37 @@ impl EnvironKeys {
         }
     }
 
+    /// The key and value strings of the variable `name` = `value`.
+    pub(crate) fn item<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        value: &[u8],
+    ) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyString>)> {
+        let Some(known) = self.known.get(name) else {
+            return Ok((self.get(py, name), latin1::to_str(py, value)?));
+        };
+        let key = known.key.bind(py).clone();
+        // Another thread using the slot (a sub-interpreter's, say) is never waited for.
+        let Some(mut last) = known.last.as_ref().and_then(|last| last.try_lock().ok()) else {
+            return Ok((key, latin1::to_str(py, value)?));
+        };
+        if let Some((bytes, text)) = last.as_ref() {
+            if **bytes == *value {
+                return Ok((key, text.bind(py).clone()));
+            }
+        }
+        let text = latin1::to_str(py, value)?;
+        if value.len() <= MAX_KEPT_VALUE {
+            *last = Some((value.into(), text.clone().unbind()));
+        }
+        Ok((key, text))
+    }
+
     /// The key string for `name`.
     pub(crate) fn get<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-        if let Some(key) = self.known.get(name) {
-            return key.bind(py).clone();
+        if let Some(known) = self.known.get(name) {
+            return known.key.bind(py).clone();
         }
         let mut other = self
             .other
@@ -74,6 +126,37 @@ mod tests {
                 assert!(first.is(keys.get(py, name)));
                 assert!(first.is(PyString::intern(py, name)));
             }
+        });
+    }
+
+    #[test]
+    fn repeated_values_are_shared_and_per_request_ones_are_not() {
+        crate::cpython::with_python(|py| {
+            let keys = EnvironKeys::new(py);
+            let value = |name, bytes: &[u8]| keys.item(py, name, bytes).unwrap().1;
+            let get = value("REQUEST_METHOD", b"GET");
+            assert_eq!(get.to_str().unwrap(), "GET");
+            assert!(get.is(value("REQUEST_METHOD", b"GET")));
+            let post = value("REQUEST_METHOD", b"POST");
+            assert_eq!(post.to_str().unwrap(), "POST");
+            assert!(!post.is(&get));
+            // Latin-1, and a value of another name, are never mixed up with a kept one.
+            assert_eq!(
+                value("HTTP_HOST", b"caf\xe9").to_cow().unwrap(),
+                "caf\u{e9}"
+            );
+            assert_eq!(value("SERVER_NAME", b"POST").to_str().unwrap(), "POST");
+            let path = value("PATH_INFO", b"/a");
+            assert!(!path.is(value("PATH_INFO", b"/a")));
+            let long = vec![b'x'; MAX_KEPT_VALUE + 1];
+            let first = value("HTTP_USER_AGENT", &long);
+            assert_eq!(first.to_str().unwrap().len(), long.len());
+            assert!(!first.is(value("HTTP_USER_AGENT", &long)));
+            let (key, other) = keys.item(py, "HTTP_X_OTHER", b"v").unwrap();
+            assert_eq!(
+                (key.to_str().unwrap(), other.to_str().unwrap()),
+                ("HTTP_X_OTHER", "v")
+            );
         });
     }
 

@@ -192,10 +192,6 @@ impl Engine {
             source.finished(&outcome);
         })
     }
-
-    fn key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
-        self.keys.get(py, name)
-    }
 }
 
 /// Keys an environ has room for before it must grow: the template's and a request's CGI variables,

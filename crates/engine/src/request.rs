@@ -465,7 +465,8 @@ fn build_environ<'py>(
             https = matches!(value, b"1" | b"on" | b"On" | b"ON");
             continue;
         }
-        environ.set_item(engine.key(py, key), latin1::to_str(py, value)?)?;
+        let (key, value) = engine.keys.item(py, key, value)?;
+        environ.set_item(key, value)?;
     }
     if https {
         environ.set_item(
