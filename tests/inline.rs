@@ -1,6 +1,11 @@
 // Requests of a fast app run on the I/O thread itself: learned from the pool's requests, handed over to a
 // pool thread when the response outgrows what the connection takes at once, and stopped for good by the
 // first request that runs there too long.
+//
+// Inline running begins only after 1000 requests in a row each took under 2 ms, and the first request to
+// keep the I/O thread 20 ms ends it: timing that the rest of the suite's servers, saturating both cores,
+// would decide instead of the code. So the tests that need it are run alone (scripts/test runs them with
+// --ignored, one at a time).
 
 use crate::support::*;
 use std::io::{BufReader, Write};
@@ -63,6 +68,7 @@ fn learned_server() -> Server {
 }
 
 #[test]
+#[ignore = "timing: needs inline running learned; scripts/test runs it alone"]
 fn a_fast_app_comes_to_run_on_the_io_thread_and_a_slow_request_turns_that_off() {
     let server = learned_server();
     // 50 ms inline is past the budget: the app could block the I/O thread, so no request runs there again.
@@ -98,6 +104,7 @@ fn no_inline_keeps_every_request_on_the_python_threads() {
 }
 
 #[test]
+#[ignore = "timing: needs inline running learned; scripts/test runs it alone"]
 fn a_response_outgrowing_the_connection_is_handed_over_whole_to_a_python_thread() {
     let server = learned_server();
     // Thousands of chunks while the connection's task (on this very thread) cannot send any: the first
@@ -145,6 +152,7 @@ fn a_response_outgrowing_the_connection_is_handed_over_whole_to_a_python_thread(
 }
 
 #[test]
+#[ignore = "timing: needs inline running learned; scripts/test runs it alone"]
 fn a_client_that_reads_slowly_does_not_hold_the_io_thread() {
     let server = learned_server();
     // A streamed response to a client that reads nothing yet: handed over, it waits on a pool thread
@@ -161,6 +169,7 @@ fn a_client_that_reads_slowly_does_not_hold_the_io_thread() {
 }
 
 #[test]
+#[ignore = "timing: needs inline running learned; scripts/test runs it alone"]
 fn requests_run_inline_count_towards_max_requests() {
     // Far more than learning takes even on a busy machine, where slowed requests restart the count.
     const LIMIT: usize = 20_000;
