@@ -152,15 +152,15 @@ impl Engine {
 
     /// Serves a request on a thread that must never wait for the host, such as the one driving the
     /// connections: the app runs here, and output the host cannot take at once is held rather than waited
-    /// for. Once output is held, or the app has run longer than `budget`, the response is paused between
+    /// for. Once output is held, or the app has run past `deadline`, the response is paused between
     /// two items of its iterable and [`Inline::Handover`] gives the host the rest of it, as a request to
     /// queue for a pool thread. The caller guarantees that the request's body is complete (reading it never
     /// waits) and that the sink takes a `Complete` or `Head` output without waiting.
     ///
     /// The app can still block the thread for as long as a single call into it takes; hosts use this only
     /// for apps seen to answer fast.
-    pub fn handle_inline(&self, request: Request, budget: std::time::Duration) -> Inline {
-        Python::attach(|py| request::run_inline(py, self, request, budget))
+    pub fn handle_inline(&self, request: Request, deadline: std::time::Instant) -> Inline {
+        Python::attach(|py| request::run_inline(py, self, request, deadline))
     }
 
     /// Calls the loaded script's callable as mod_wsgi calls access and authentication scripts:
@@ -267,8 +267,9 @@ pub(crate) fn prepare_types(py: Python<'_>) {
 pub fn redirect_std_streams(log: Arc<dyn ErrorLog>) -> Result<(), EngineError> {
     Python::attach(|py| {
         let sys = py.import("sys")?;
+        let streams = errors::TextStreams::new(py)?;
         for name in ["stdout", "stderr"] {
-            let stream = errors::TextStreams::new(py)?.wrap(
+            let stream = streams.wrap(
                 py,
                 Bound::new(py, errors::ErrorStream::new(Arc::clone(&log), None))?,
             )?;

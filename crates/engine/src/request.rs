@@ -143,7 +143,7 @@ pub(crate) fn run(
     }
     match serve(py, engine, request, attach_wait, None) {
         Inline::Done(outcome) => outcome,
-        // Only an inline request (one with a time budget) is ever handed over or declined.
+        // Only an inline request (one with a deadline) is ever handed over or declined.
         Inline::Handover(request) | Inline::Declined(request) => {
             run(py, engine, request, attach_wait)
         }
@@ -155,12 +155,12 @@ pub(crate) fn run_inline(
     py: Python<'_>,
     engine: &Engine,
     request: Request,
-    budget: Duration,
+    deadline: Instant,
 ) -> Inline {
     if metrics::flags() != 0 {
         return Inline::Declined(request);
     }
-    serve(py, engine, request, None, Some(Instant::now() + budget))
+    serve(py, engine, request, None, Some(deadline))
 }
 
 /// Serves a request; with a `deadline` it runs inline, never waiting for the host, and hands what

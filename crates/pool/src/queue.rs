@@ -562,17 +562,15 @@ impl Submitter {
         }
         Ok(())
     }
-}
 
-impl Submitter {
-    /// Runs `request` on the calling thread, by `run` with the time it may take, when the pool allows it:
-    /// inline running is on, the app has been answering fast, and no pool thread is busy (so the GIL is
-    /// free). Answers the request to queue with [`Submitter::submit`] instead: `request` itself when it
+    /// Runs `request` on the calling thread, by `run` with the instant by which it must hand the response
+    /// over, when the pool allows it: inline running is on, the app has been answering fast, and no pool
+    /// thread is busy (so the GIL is free). Answers the request to queue with [`Submitter::submit`] instead: `request` itself when it
     /// did not run, or the rest of it when the engine handed it over.
     pub fn run_inline(
         &self,
         request: Request,
-        run: impl FnOnce(Request, Duration) -> Inline,
+        run: impl FnOnce(Request, Instant) -> Inline,
     ) -> Option<Request> {
         let queue = &self.0;
         let Some(worker) = queue.inline_slot.and_then(|i| queue.workers.get(i)) else {
@@ -596,7 +594,7 @@ impl Submitter {
         worker.python_ident.store(ident, Ordering::Release);
         let began = Instant::now();
         worker.current().begin(&request, began);
-        let result = run(request, INLINE_BUDGET);
+        let result = run(request, began + INLINE_BUDGET);
         let took = began.elapsed();
         worker.current().end();
         queue.mark_busy(worker, false);

@@ -132,8 +132,8 @@ pub(crate) async fn handle(
     // A fast app's request runs right here, saving two thread hand-offs; the pool decides when. Only a
     // body all at hand may: reading the rest would wait for this very thread.
     let queued = match complete {
-        true => shared.pool.run_inline(request, |request, budget| {
-            shared.engine.handle_inline(request, budget)
+        true => shared.pool.run_inline(request, |request, deadline| {
+            shared.engine.handle_inline(request, deadline)
         }),
         false => Some(request),
     };
