@@ -224,6 +224,9 @@ fn environ_template<'py>(
     environ.set_item("mod_wsgi.process_group", &options.process_group)?;
     environ.set_item("mod_wsgi.application_group", &options.application_group)?;
     environ.set_item("mod_wsgi.callable_object", &spec.callable)?;
+    // Set per request in daemon mode only (see `request::build_environ`).
+    environ.set_item("mod_wsgi.queue_start", 0.0)?;
+    environ.set_item("mod_wsgi.daemon_start", 0.0)?;
     if let AppSource::Script(path) = &spec.source {
         environ.set_item("SCRIPT_FILENAME", path_str(path))?;
     }

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict, PyIterator, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyIterator, PyList, PyTuple};
 
 use crate::cpython::latin1;
 use crate::environ::CgiVars;
@@ -19,6 +19,7 @@ use crate::events::{Begin, Tracked};
 use crate::file_wrapper::FileWrapper;
 use crate::host::{BodyReader, ClientGone, FileRegion, Output, ResponseSink, TrySendError};
 use crate::input::Input;
+use crate::keys::{Hint, Var};
 use crate::metrics::{self, Finished};
 use crate::start_response::StartResponse;
 use crate::traceback::format_exception;
@@ -439,34 +440,25 @@ fn build_environ<'py>(
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
     };
-    for (key, value) in vars.iter() {
-        if let Some(private) = key.strip_prefix("mod_wsgi.x-") {
-            // The host's hints to the engine, never shown to the app (mod_wsgi's convention).
-            match private {
-                "request_start_us" => request_start = micros(value),
-                "queue_start_us" => queue_start = micros(value),
-                "daemon_start_us" => daemon_start = micros(value),
-                "apache_version" => {
-                    let parts: Vec<u32> = String::from_utf8_lossy(value)
-                        .split('.')
-                        .filter_map(|p| p.parse().ok())
-                        .collect();
-                    environ.set_item(
-                        pyo3::intern!(py, "apache.version"),
-                        PyTuple::new(py, parts)?,
-                    )?;
-                }
-                _ => {}
+    for (name, value) in vars.iter() {
+        match engine.keys.var(py, name, value)? {
+            Var::Item(key, value) => environ.set_item(key, value)?,
+            Var::Hint(Hint::RequestStart) => request_start = micros(value),
+            Var::Hint(Hint::QueueStart) => queue_start = micros(value),
+            Var::Hint(Hint::DaemonStart) => daemon_start = micros(value),
+            Var::Hint(Hint::ApacheVersion) => {
+                let parts: Vec<u32> = String::from_utf8_lossy(value)
+                    .split('.')
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                environ.set_item(
+                    pyo3::intern!(py, "apache.version"),
+                    PyTuple::new(py, parts)?,
+                )?;
             }
-            continue;
+            Var::Https => https = matches!(value, b"1" | b"on" | b"On" | b"ON"),
+            Var::Private => {}
         }
-        if key == "HTTPS" {
-            // Becomes wsgi.url_scheme, and is not itself shown to the app (mod_wsgi drops it).
-            https = matches!(value, b"1" | b"on" | b"On" | b"ON");
-            continue;
-        }
-        let (key, value) = engine.keys.item(py, key, value)?;
-        environ.set_item(key, value)?;
     }
     if https {
         environ.set_item(
@@ -478,25 +470,30 @@ fn build_environ<'py>(
     environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
     let (text_errors, errors) = engine.text_streams.for_this_thread(py, &engine.log)?;
     environ.set_item(pyo3::intern!(py, "wsgi.errors"), text_errors)?;
-    // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats; queue and daemon
-    // instants are 0.0 outside daemon mode.
-    let seconds = |us: Option<u64>| us.map_or(0.0, |us| us as f64 / 1e6);
+    // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats. The queue and daemon
+    // instants are the template's 0.0 outside daemon mode; a request whose host gave no start of its own
+    // shares one float for both of its instants.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let arrived = request_start.map_or(now.as_secs_f64(), |us| us as f64 / 1e6);
-    environ.set_item(pyo3::intern!(py, "mod_wsgi.request_start"), arrived)?;
-    environ.set_item(
-        pyo3::intern!(py, "mod_wsgi.queue_start"),
-        seconds(queue_start),
-    )?;
-    environ.set_item(
-        pyo3::intern!(py, "mod_wsgi.daemon_start"),
-        seconds(daemon_start),
-    )?;
+        .unwrap_or_default()
+        .as_secs_f64();
+    let application_start = PyFloat::new(py, now);
+    let request_start = match request_start {
+        Some(us) => PyFloat::new(py, us as f64 / 1e6),
+        None => application_start.clone(),
+    };
+    environ.set_item(pyo3::intern!(py, "mod_wsgi.request_start"), &request_start)?;
+    for (key, us) in [
+        (pyo3::intern!(py, "mod_wsgi.queue_start"), queue_start),
+        (pyo3::intern!(py, "mod_wsgi.daemon_start"), daemon_start),
+    ] {
+        if let Some(us) = us {
+            environ.set_item(key, us as f64 / 1e6)?;
+        }
+    }
     environ.set_item(
         pyo3::intern!(py, "mod_wsgi.application_start"),
-        now.as_secs_f64(),
+        &application_start,
     )?;
     environ.set_item(pyo3::intern!(py, "mod_wsgi.thread_id"), thread_id)?;
     if let Some(id) = id {
@@ -506,8 +503,8 @@ fn build_environ<'py>(
         environ,
         input,
         errors,
-        request_start: arrived,
-        application_start: now.as_secs_f64(),
+        request_start: request_start.value(),
+        application_start: now,
     })
 }
 

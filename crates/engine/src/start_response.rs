@@ -9,6 +9,7 @@
 //! for the host: output the host cannot take at once is held here, in order, and handed over later by
 //! whichever Python thread takes the rest of the response over.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -457,7 +458,7 @@ fn parse_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult
 }
 
 /// A `str` as latin-1 bytes, raising Python's own UnicodeEncodeError (as mod_wsgi does) if it is not.
-fn latin1(text: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+fn latin1<'a>(text: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
     let Ok(string) = text.cast::<PyString>() else {
         return Err(PyTypeError::new_err(format!(
             "must be str, not {}",
@@ -465,15 +466,17 @@ fn latin1(text: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         )));
     };
     // Every response's status and headers pass here: a str stored one byte per code point is its own
-    // latin-1. Any other goes through Python's encoder, for its exact UnicodeEncodeError (as mod_wsgi).
+    // latin-1, borrowed as it is. Any other goes through Python's encoder, for its exact
+    // UnicodeEncodeError (as mod_wsgi).
     if let Some(bytes) = crate::cpython::latin1::bytes_of(string) {
-        return Ok(bytes.to_vec());
+        return Ok(Cow::Borrowed(bytes));
     }
-    Ok(text
-        .call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
-        .cast_into::<PyBytes>()?
-        .as_bytes()
-        .to_vec())
+    Ok(Cow::Owned(
+        text.call_method1(pyo3::intern!(text.py(), "encode"), ("latin-1",))?
+            .cast_into::<PyBytes>()?
+            .as_bytes()
+            .to_vec(),
+    ))
 }
 
 /// Bytes as Python shows them (`b'200 OK'`), for messages worded as mod_wsgi words them.
@@ -541,18 +544,18 @@ fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
             pair.len()
         )));
     }
-    let name = latin1(&pair.get_item(0)?)?;
-    let value = latin1(&pair.get_item(1)?)?;
+    let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+    let (name, value) = (latin1(&name)?, latin1(&value)?);
     check_header_name(&name).map_err(PyValueError::new_err)?;
     check_header_value(&value).map_err(PyValueError::new_err)?;
     // Token characters only, so the name is ASCII.
-    let name = String::from_utf8(name).unwrap_or_else(|err| latin1_string(err.as_bytes()));
+    let name = latin1_string(&name);
     if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response; the server manages the connection"
         )));
     }
-    Ok((name, value))
+    Ok((name, value.into_owned()))
 }
 
 /// Latin-1 bytes as text (each byte is the code point of the same number).
@@ -614,7 +617,23 @@ fn check_header_name(name: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The bytes a header value may hold: all but the control characters, of which tab is allowed.
+const FIELD_VALUE: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b == 0x09;
+        b += 1;
+    }
+    table[0x7f] = false;
+    table
+};
+
 fn check_header_value(value: &[u8]) -> Result<(), String> {
+    // As for names: one look at each byte of a good value, mod_wsgi's messages for a bad one.
+    if value.iter().all(|&b| FIELD_VALUE[usize::from(b)]) {
+        return Ok(());
+    }
     if value.iter().any(|&b| b == b'\r' || b == b'\n') {
         return Err(format!(
             "carriage return/line feed character in header value: {}",
@@ -710,6 +729,14 @@ mod tests {
             Err("carriage return/line feed character in header value: b'a\\nb'".into())
         );
         assert!(check_header_value(b"a\x00b").is_err());
+    }
+
+    #[test]
+    fn the_field_value_table_refuses_control_characters_but_tab() {
+        for b in 0..=255u8 {
+            let allowed = b == b'\t' || !(b < 0x20 || b == 0x7f);
+            assert_eq!(FIELD_VALUE[usize::from(b)], allowed, "byte {b:#04x}");
+        }
     }
 
     #[test]
