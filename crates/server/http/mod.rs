@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -177,7 +177,7 @@ fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
         // start_response already validated both; a failure here would be our bug, not the app's.
         // The value's own buffer becomes the header's: no copy.
         match (
-            HeaderName::from_bytes(name.as_bytes()),
+            header_name(&name),
             HeaderValue::from_maybe_shared(Bytes::from(value)),
         ) {
             (Ok(name), Ok(value)) => {
@@ -194,6 +194,18 @@ fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
     response
 }
 
+/// The header named `name`. The two names nearly every response has skip `HeaderName::from_bytes`, which
+/// lowercases into a scratch buffer and then searches all the standard names.
+fn header_name(name: &str) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    if name.eq_ignore_ascii_case("content-type") {
+        Ok(CONTENT_TYPE)
+    } else if name.eq_ignore_ascii_case("content-length") {
+        Ok(CONTENT_LENGTH)
+    } else {
+        HeaderName::from_bytes(name.as_bytes())
+    }
+}
+
 fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
         text.as_bytes(),
@@ -204,4 +216,28 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_header_names_are_the_ones_hyper_would_make() {
+        for name in [
+            "Content-Type",
+            "Content-Length",
+            "content-type",
+            "Content-type",
+            "CONTENT-LENGTH",
+            "X-Custom",
+            "ETag",
+        ] {
+            assert_eq!(
+                header_name(name).unwrap(),
+                HeaderName::from_bytes(name.as_bytes()).unwrap()
+            );
+        }
+        assert!(header_name("bad name").is_err());
+    }
 }
