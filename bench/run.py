@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmarks `rwsgi serve` against gunicorn, uWSGI, Granian, bjoern and waitress on the same apps, one
-process each, measured with wrk for several rounds. Prints a Markdown table per workload: median requests/s,
+process each, measured with wrk for several rounds that alternate between the servers. Prints a Markdown table per workload: median requests/s,
 median p99 latency, peak RSS and each peer's ratio to rwsgi. Run through bench/run, which sets up the venv."""
 
 import argparse
@@ -111,34 +111,71 @@ def run_wrk(port, path, extra, connections, duration):
     return parse_wrk(out.stdout)
 
 
-def measure(server, workload, rounds, duration):
-    path, app, extra, connections, threads = WORKLOADS[workload]
-    port = free_port()
-    log = open(os.path.join(BENCH, 'out', '%s-%s.log' % (server, workload)), 'w')
-    proc = subprocess.Popen(server_command(server, app, port, threads), cwd=BENCH, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_ready(port, path, proc)
-        run_wrk(port, path, extra, connections, 1)  # warm-up
-        results = [run_wrk(port, path, extra, connections, duration) for _ in range(rounds)]
-        rss = tree_peak_rss_kib(proc.pid)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+class Server:
+    """One peer serving one workload's app on its own port, for the whole of that workload's rounds."""
+
+    def __init__(self, name, workload):
+        path, app, _, _, threads = WORKLOADS[workload]
+        self.name = name
+        self.port = free_port()
+        self.log = open(os.path.join(BENCH, 'out', '%s-%s.log' % (name, workload)), 'w')
+        self.proc = subprocess.Popen(server_command(name, app, self.port, threads), cwd=BENCH, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.results = []
+
+    def stop(self):
         try:
-            proc.wait(timeout=15)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
-    return {
-        'rps': statistics.median(r[0] for r in results),
-        'rounds': [r[0] for r in results],
-        'p99': statistics.median(r[1] for r in results),
-        'errors': sum(r[2] for r in results),
-        'rss_mib': rss / 1024,
-        'connections': connections,
-        'threads': threads,
-    }
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+def measure(servers, workload, rounds, duration):
+    """Every server runs at once, idle but for its turn, and the rounds alternate between them (in a
+    rotating order): on a machine whose speed drifts, a slow minute then costs every server a round alike
+    instead of costing one server all of its rounds."""
+    path, _, extra, connections, threads = WORKLOADS[workload]
+    running = []
+    try:
+        for name in servers:
+            server = Server(name, workload)
+            running.append(server)
+            try:
+                wait_ready(server.port, path, server.proc)
+                run_wrk(server.port, path, extra, connections, 1)  # warm-up
+            except Exception as exc:  # one broken peer must not lose the other measurements
+                print('%s on %s failed: %s' % (name, workload, exc), file=sys.stderr)
+                running.pop().stop()
+        for round_no in range(rounds):
+            shift = round_no % max(len(running), 1)
+            for server in running[shift:] + running[:shift]:
+                try:
+                    server.results.append(run_wrk(server.port, path, extra, connections, duration))
+                except Exception as exc:
+                    print('%s on %s failed in round %d: %s' % (server.name, workload, round_no + 1, exc),
+                          file=sys.stderr)
+        rows = {}
+        for server in running:
+            if not server.results:
+                continue
+            rows[server.name] = {
+                'rps': statistics.median(r[0] for r in server.results),
+                'rounds': [r[0] for r in server.results],
+                'p99': statistics.median(r[1] for r in server.results),
+                'errors': sum(r[2] for r in server.results),
+                'rss_mib': tree_peak_rss_kib(server.proc.pid) / 1024,
+                'connections': connections,
+                'threads': threads,
+            }
+        return rows
+    finally:
+        for server in running:
+            server.stop()
 
 
 def app_limit(duration):
@@ -159,12 +196,7 @@ def main():
     print('# rwsgi benchmark: %d rounds x %ds, wrk -t1, median of rounds; %s, %d cores' % (
         args.rounds, args.duration, os.uname().machine, os.cpu_count()))
     for workload in args.workloads.split(','):
-        rows = {}
-        for server in servers:
-            try:
-                rows[server] = measure(server, workload, args.rounds, args.duration)
-            except Exception as exc:  # one broken peer must not lose the other measurements
-                print('%s on %s failed: %s' % (server, workload, exc), file=sys.stderr)
+        rows = measure(servers, workload, args.rounds, args.duration)
         limit = app_limit(args.duration) if workload == 'django' else None
         path, _, _, connections, threads = WORKLOADS[workload]
         print('\n## %s (%s, %d connections, %d threads for threaded servers)\n' % (
