@@ -212,6 +212,19 @@ fn close_is_called_when_the_client_disconnects_mid_response() {
 }
 
 #[test]
+fn a_client_that_shuts_its_side_down_after_the_request_still_gets_the_response() {
+    let server = Server::start(&[&app("suite.py")]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /sleep?s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // The end of the client's side reaches the server while the app is still running.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let response = read_response(&mut BufReader::new(stream), false).unwrap();
+    assert_eq!(response.status, 200, "{}", server.log());
+}
+
+#[test]
 fn close_is_called_after_a_complete_response() {
     let server = Server::start(&[&app("suite.py")]);
     let marker = std::env::temp_dir().join(format!("rwsgi-close-done-{}", std::process::id()));
