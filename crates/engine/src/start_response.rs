@@ -544,12 +544,12 @@ fn parse_header(item: &Bound<'_, PyAny>) -> PyResult<(String, Vec<u8>)> {
             pair.len()
         )));
     }
-    let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
-    let (name, value) = (latin1(&name)?, latin1(&value)?);
+    let (name_str, value) = (pair.get_item(0)?, pair.get_item(1)?);
+    let (name, value) = (latin1(&name_str)?, latin1(&value)?);
     check_header_name(&name).map_err(PyValueError::new_err)?;
     check_header_value(&value).map_err(PyValueError::new_err)?;
-    // Token characters only, so the name is ASCII.
-    let name = latin1_string(&name);
+    // Token characters only, so the name is ASCII: CPython hands that out as UTF-8 as it is stored.
+    let name = name_str.cast::<PyString>()?.to_str()?.to_owned();
     if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response; the server manages the connection"

@@ -127,12 +127,12 @@ struct Worker {
     resumed: AtomicBool,
 }
 
-/// What a pool thread is serving. The text's buffer is kept from one request to the next, so naming a
-/// request costs no allocation.
+/// What a pool thread is serving. The buffer is kept from one request to the next, and made text only when
+/// a log line needs it, so naming a request costs neither an allocation nor a UTF-8 check.
 #[derive(Default)]
 struct Current {
-    /// Method and URI of the request, as the log names it.
-    what: String,
+    /// Method and URI of the request, as the client sent them.
+    what: Vec<u8>,
     /// When it was taken; `None` while the thread is idle.
     since: Option<Instant>,
 }
@@ -141,12 +141,15 @@ impl Current {
     fn begin(&mut self, request: &Request, now: Instant) {
         self.what.clear();
         let var = |key| request.vars.get(key).unwrap_or_default();
-        self.what
-            .push_str(&String::from_utf8_lossy(var("REQUEST_METHOD")));
-        self.what.push(' ');
-        self.what
-            .push_str(&String::from_utf8_lossy(var("REQUEST_URI")));
+        self.what.extend_from_slice(var("REQUEST_METHOD"));
+        self.what.push(b' ');
+        self.what.extend_from_slice(var("REQUEST_URI"));
         self.since = Some(now);
+    }
+
+    /// Method and URI, as a log line shows them.
+    fn what(&self) -> String {
+        String::from_utf8_lossy(&self.what).into_owned()
     }
 
     /// Ends the request, giving when it began.
@@ -523,7 +526,7 @@ impl Monitor {
                 let current = w.current();
                 let since = current.since?;
                 (since.elapsed() > limit).then(|| Overdue {
-                    what: current.what.clone(),
+                    what: current.what(),
                     started: since,
                     python_ident: w.python_ident.load(Ordering::Acquire),
                 })
@@ -605,7 +608,7 @@ impl Submitter {
                 queue.names.log,
                 queue.names.process,
                 std::process::id(),
-                worker.current().what,
+                worker.current().what(),
                 took.as_millis(),
             );
         }
