@@ -13,6 +13,19 @@ use std::ops::Range;
 /// A variable's name.
 pub type Key = Cow<'static, str>;
 
+/// The private variables in which hosts give the engine hints about a request. The app never sees them,
+/// nor any other `mod_wsgi.x-` variable (mod_wsgi's convention).
+pub mod hints {
+    /// When the host took the request, in microseconds since the epoch.
+    pub const REQUEST_START_US: &str = "mod_wsgi.x-request_start_us";
+    /// When a daemon took the request off its socket (microseconds).
+    pub const QUEUE_START_US: &str = "mod_wsgi.x-queue_start_us";
+    /// When a daemon thread took the request (microseconds).
+    pub const DAEMON_START_US: &str = "mod_wsgi.x-daemon_start_us";
+    /// Apache's version, `2.4.62`.
+    pub const APACHE_VERSION: &str = "mod_wsgi.x-apache_version";
+}
+
 /// The CGI variables of one request, in the order the host gave them. Keys are unique.
 ///
 /// Every value lives in one buffer, so a request's few dozen variables cost a couple of allocations

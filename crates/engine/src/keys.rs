@@ -22,6 +22,7 @@ use pyo3::types::PyString;
 use rustc_hash::FxHashMap;
 
 use crate::cpython::latin1;
+use crate::environ::hints;
 
 /// Bounds the cache of other names.
 const MAX_OTHER_KEYS: usize = 512;
@@ -34,25 +35,21 @@ const PRIVATE_PREFIX: &str = "mod_wsgi.x-";
 
 /// The hints hosts give the engine in private variables.
 const HINTS: [(&str, Hint); 4] = [
-    ("mod_wsgi.x-request_start_us", Hint::RequestStart),
-    ("mod_wsgi.x-queue_start_us", Hint::QueueStart),
-    ("mod_wsgi.x-daemon_start_us", Hint::DaemonStart),
-    ("mod_wsgi.x-apache_version", Hint::ApacheVersion),
+    (hints::REQUEST_START_US, Hint::RequestStart),
+    (hints::QUEUE_START_US, Hint::QueueStart),
+    (hints::DAEMON_START_US, Hint::DaemonStart),
+    (hints::APACHE_VERSION, Hint::ApacheVersion),
 ];
 
 /// A value's bytes and the `str` made of them.
 type Value = (Box<[u8]>, Py<PyString>);
 
-/// A host's hint to the engine, read from a private variable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A host's hint to the engine, read from the private variable of [`hints`] of the same name.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Hint {
-    /// When the host took the request, in microseconds since the epoch.
     RequestStart,
-    /// When a daemon took the request off its socket (microseconds).
     QueueStart,
-    /// When a daemon thread took the request (microseconds).
     DaemonStart,
-    /// Apache's version, `2.4.62`.
     ApacheVersion,
 }
 

@@ -99,11 +99,11 @@ pub(crate) fn build(
         flag(settings.ignore_activity.unwrap_or(false)),
     );
     env.set(
-        "mod_wsgi.x-request_start_us",
+        rwsgi_engine::hints::REQUEST_START_US,
         request.request_time().to_string().as_bytes(),
     );
     env.set(
-        "mod_wsgi.x-apache_version",
+        rwsgi_engine::hints::APACHE_VERSION,
         crate::ffi::apache_version().as_bytes(),
     );
     env.set(

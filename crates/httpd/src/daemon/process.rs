@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use nix::sys::signal::{SigSet, Signal};
 use rwsgi_engine::{
-    BodyChunk, BodyReader, CgiVars, ClientGone, Outcome, Output, Request, RequestSource,
+    hints, BodyChunk, BodyReader, CgiVars, ClientGone, Outcome, Output, Request, RequestSource,
     ResponseHead, ResponseSink, TrySendError,
 };
 use rwsgi_pool::{Names, Pool, PoolOptions, Recycle};
@@ -401,10 +401,10 @@ fn receive(
             .to_string()
             .into_bytes()
     };
-    vars.set("mod_wsgi.x-queue_start_us", micros(daemon_start));
-    vars.set("mod_wsgi.x-daemon_start_us", micros(SystemTime::now()));
+    vars.set(hints::QUEUE_START_US, micros(daemon_start));
+    vars.set(hints::DAEMON_START_US, micros(SystemTime::now()));
     let waited = vars
-        .get("mod_wsgi.x-request_start_us")
+        .get(hints::REQUEST_START_US)
         .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
         .and_then(|us| {
             daemon_start
