@@ -1,5 +1,5 @@
-//! Environ keys as Python strings, made once per engine instead of once per request, and the values that
-//! repeat from one request to the next.
+//! The invariant parts of every request's environ: its keys as Python strings, made once per engine, and a
+//! warm template holding the values that repeat from one request to the next.
 //!
 //! The CGI names the hosts produce are interned when the engine loads and looked up afterwards without a
 //! lock, with a hash made for short strings. The same one lookup tells the engine's private names (the
@@ -9,16 +9,18 @@
 //! slow its lookups down.
 //!
 //! Most of a request's values are the same as the last request's (the method, the protocol, the server's
-//! name and address, a client's Host and User-Agent). For the names whose values are few, the last value's
-//! `str` is kept and handed out again while the bytes match: Python strings are immutable, so sharing one
-//! is indistinguishable from making a new one. Per-request values (path, URI, ports, cookies) are never
-//! kept.
+//! name and address, a client's Host and User-Agent). For the names whose values are few, the warm template
+//! is the engine's template plus the last request's values: a request's environ starts as a copy of it,
+//! and a value whose bytes match the kept one costs neither a new `str` nor a dict insertion (Python
+//! strings are immutable, so sharing one is indistinguishable from making a new one). A kept value the
+//! request does not have is taken out of its environ again. Per-request values (path, URI, ports,
+//! cookies) are never kept.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 use rustc_hash::FxHashMap;
 
 use crate::cpython::latin1;
@@ -41,8 +43,12 @@ const HINTS: [(&str, Hint); 4] = [
     (hints::APACHE_VERSION, Hint::ApacheVersion),
 ];
 
-/// A value's bytes and the `str` made of them.
-type Value = (Box<[u8]>, Py<PyString>);
+/// Names with a slot in the warm template: one bit each in a request's set of kept names.
+const MAX_SLOTS: usize = u64::BITS as usize;
+
+/// Deleted entries a warm template may carry before it is made afresh. A deletion leaves its entry behind
+/// in a dict's table, and every copy inherits it, with that much less room for a request's own keys.
+const MAX_DEAD_ENTRIES: usize = 8;
 
 /// A host's hint to the engine, read from the private variable of [`hints`] of the same name.
 #[derive(Debug, Clone, Copy)]
@@ -53,12 +59,10 @@ pub(crate) enum Hint {
     ApacheVersion,
 }
 
-/// What a variable of a request is to the engine.
+/// A variable the app does not see as itself.
 #[derive(Debug)]
-pub(crate) enum Var<'py> {
-    /// An environ item: its key and value strings.
-    Item(Bound<'py, PyString>, Bound<'py, PyString>),
-    /// A hint to the engine, never shown to the app.
+pub(crate) enum Withheld {
+    /// A hint to the engine.
     Hint(Hint),
     /// `HTTPS`, which becomes `wsgi.url_scheme` and is not itself shown (as mod_wsgi).
     Https,
@@ -68,70 +72,97 @@ pub(crate) enum Var<'py> {
 
 /// What the engine knows of a name it made at load.
 enum Known {
-    /// An environ key, and for names with few values, the last value made.
+    /// An environ key, and for names with few values, its slot in the warm template.
     Key {
         key: Py<PyString>,
-        last: Option<Mutex<Option<Value>>>,
+        slot: Option<usize>,
     },
     Hint(Hint),
     Https,
 }
 
-/// The engine's environ key strings.
+/// A value kept in the warm template: its bytes and the `str` made of them.
+struct Kept {
+    bytes: Box<[u8]>,
+    text: Py<PyString>,
+}
+
+/// The template a request's environ starts from, with the last requests' repeating values.
+struct Warm {
+    dict: Py<PyDict>,
+    /// Per slot, the value `dict` holds for it beyond the engine's template.
+    kept: Vec<Option<Kept>>,
+    /// The slots with a kept value, one bit each.
+    present: u64,
+    /// Entries deleted from `dict` since it was made.
+    dead: usize,
+}
+
+/// The engine's environ keys and templates.
 pub(crate) struct EnvironKeys {
     /// Every name of [`crate::environ::known_names`] and the private ones: fixed at load, so read without
     /// a lock.
     known: FxHashMap<&'static str, Known>,
+    /// The key of each warm slot.
+    slot_keys: Vec<Py<PyString>>,
     /// Names seen since, which requests may choose.
     other: Mutex<HashMap<Box<str>, Py<PyString>>>,
+    /// The keys and values the same for every request.
+    template: Py<PyDict>,
+    /// `template` and the repeating values. Behind a lock only for the type system: the GIL serialises
+    /// the requests that build an environ, and one that finds it taken builds its environ cold.
+    warm: Mutex<Warm>,
 }
 
 impl EnvironKeys {
-    pub(crate) fn new(py: Python<'_>) -> Self {
-        let keys = crate::environ::known_names().map(|(name, repeats)| {
+    /// The keys of the known names, and a warm template that starts as `template`.
+    pub(crate) fn new(py: Python<'_>, template: Bound<'_, PyDict>) -> PyResult<Self> {
+        let mut slot_keys = Vec::new();
+        let mut keys = Vec::new();
+        for (name, repeats) in crate::environ::known_names() {
             let key = PyString::intern(py, name).unbind();
-            let last = repeats.then(|| Mutex::new(None));
-            (name, Known::Key { key, last })
-        });
+            let slot = (repeats && slot_keys.len() < MAX_SLOTS).then(|| {
+                slot_keys.push(key.clone_ref(py));
+                slot_keys.len() - 1
+            });
+            keys.push((name, Known::Key { key, slot }));
+        }
         let hints = HINTS
             .into_iter()
             .map(|(name, hint)| (name, Known::Hint(hint)));
-        let known = keys.chain(hints).chain([("HTTPS", Known::Https)]).collect();
-        Self {
+        let known = keys
+            .into_iter()
+            .chain(hints)
+            .chain([("HTTPS", Known::Https)])
+            .collect();
+        let warm = Warm {
+            dict: template.copy()?.unbind(),
+            kept: slot_keys.iter().map(|_| None).collect(),
+            present: 0,
+            dead: 0,
+        };
+        Ok(Self {
             known,
+            slot_keys,
             other: Mutex::new(HashMap::new()),
-        }
+            template: template.unbind(),
+            warm: Mutex::new(warm),
+        })
     }
 
-    /// What the variable `name` = `value` is: for an environ item, its key and value strings.
-    pub(crate) fn var<'py>(&self, py: Python<'py>, name: &str, value: &[u8]) -> PyResult<Var<'py>> {
-        let (key, last) = match self.known.get(name) {
-            Some(Known::Key { key, last }) => (key.bind(py).clone(), last),
-            Some(Known::Hint(hint)) => return Ok(Var::Hint(*hint)),
-            Some(Known::Https) => return Ok(Var::Https),
-            None if name.starts_with(PRIVATE_PREFIX) => return Ok(Var::Private),
-            None => {
-                return Ok(Var::Item(
-                    self.other_key(py, name),
-                    latin1::to_str(py, value)?,
-                ))
-            }
+    /// Starts a request's environ from the warm template (or, if another thread holds it, the cold one).
+    pub(crate) fn environ<'py>(&self, py: Python<'py>) -> PyResult<EnvironBuilder<'py, '_>> {
+        let warm = self.warm.try_lock().ok();
+        let environ = match &warm {
+            Some(warm) => warm.dict.bind(py).copy()?,
+            None => self.template.bind(py).copy()?,
         };
-        // The GIL makes the slot uncontended; where threads run Python in parallel, a slot in use is not
-        // waited for.
-        let Some(mut last) = last.as_ref().and_then(|last| last.try_lock().ok()) else {
-            return Ok(Var::Item(key, latin1::to_str(py, value)?));
-        };
-        if let Some((bytes, text)) = last.as_ref() {
-            if **bytes == *value {
-                return Ok(Var::Item(key, text.bind(py).clone()));
-            }
-        }
-        let text = latin1::to_str(py, value)?;
-        if value.len() <= MAX_KEPT_VALUE {
-            *last = Some((value.into(), text.clone().unbind()));
-        }
-        Ok(Var::Item(key, text))
+        Ok(EnvironBuilder {
+            keys: self,
+            environ,
+            warm,
+            seen: 0,
+        })
     }
 
     /// The key string for a name that is not a known one.
@@ -151,38 +182,201 @@ impl EnvironKeys {
     }
 }
 
+/// A request's environ while its CGI variables go in.
+pub(crate) struct EnvironBuilder<'py, 'k> {
+    keys: &'k EnvironKeys,
+    environ: Bound<'py, PyDict>,
+    warm: Option<MutexGuard<'k, Warm>>,
+    /// The slots this request has a value for.
+    seen: u64,
+}
+
+impl<'py> EnvironBuilder<'py, '_> {
+    /// Adds the variable `name` = `value` to the environ, or says what else it is.
+    pub(crate) fn add(&mut self, name: &str, value: &[u8]) -> PyResult<Option<Withheld>> {
+        let py = self.environ.py();
+        let (key, slot) = match self.keys.known.get(name) {
+            Some(Known::Key { key, slot }) => (key.bind(py), *slot),
+            Some(Known::Hint(hint)) => return Ok(Some(Withheld::Hint(*hint))),
+            Some(Known::Https) => return Ok(Some(Withheld::Https)),
+            None if name.starts_with(PRIVATE_PREFIX) => return Ok(Some(Withheld::Private)),
+            None => {
+                let key = self.keys.other_key(py, name);
+                self.environ.set_item(key, latin1::to_str(py, value)?)?;
+                return Ok(None);
+            }
+        };
+        let (Some(slot), Some(warm)) = (slot, self.warm.as_deref_mut()) else {
+            self.environ.set_item(key, latin1::to_str(py, value)?)?;
+            return Ok(None);
+        };
+        self.seen |= 1 << slot;
+        if matches!(&warm.kept[slot], Some(kept) if *kept.bytes == *value) {
+            // The copy of the warm template already holds this very value.
+            return Ok(None);
+        }
+        let text = latin1::to_str(py, value)?;
+        self.environ.set_item(key, &text)?;
+        let template = self.keys.template.bind(py);
+        if value.len() <= MAX_KEPT_VALUE {
+            warm.keep(key, slot, value, text)?;
+        } else {
+            warm.forget(template, key, slot)?;
+        }
+        Ok(None)
+    }
+
+    /// The environ, less the kept values this request did not have.
+    pub(crate) fn finish(mut self) -> PyResult<Bound<'py, PyDict>> {
+        let Some(warm) = self.warm.as_deref_mut() else {
+            return Ok(self.environ);
+        };
+        let py = self.environ.py();
+        let template = self.keys.template.bind(py);
+        let mut stale = warm.present & !self.seen;
+        while stale != 0 {
+            let slot = stale.trailing_zeros() as usize;
+            stale &= stale - 1;
+            let key = self.keys.slot_keys[slot].bind(py);
+            restore(&self.environ, template, key)?;
+            warm.forget(template, key, slot)?;
+        }
+        if warm.dead > MAX_DEAD_ENTRIES {
+            warm.remake(py, template, &self.keys.slot_keys)?;
+        }
+        Ok(self.environ)
+    }
+}
+
+impl Warm {
+    fn keep(
+        &mut self,
+        key: &Bound<'_, PyString>,
+        slot: usize,
+        bytes: &[u8],
+        text: Bound<'_, PyString>,
+    ) -> PyResult<()> {
+        self.dict.bind(key.py()).set_item(key, &text)?;
+        self.kept[slot] = Some(Kept {
+            bytes: bytes.into(),
+            text: text.unbind(),
+        });
+        self.present |= 1 << slot;
+        Ok(())
+    }
+
+    /// Gives `slot`'s key its template value again, if it had a kept one.
+    fn forget(
+        &mut self,
+        template: &Bound<'_, PyDict>,
+        key: &Bound<'_, PyString>,
+        slot: usize,
+    ) -> PyResult<()> {
+        if self.kept[slot].take().is_some() {
+            self.present &= !(1 << slot);
+            if !restore(self.dict.bind(key.py()), template, key)? {
+                self.dead += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the dict afresh from the template and the kept values, without deleted entries.
+    fn remake(
+        &mut self,
+        py: Python<'_>,
+        template: &Bound<'_, PyDict>,
+        slot_keys: &[Py<PyString>],
+    ) -> PyResult<()> {
+        let dict = template.copy()?;
+        for (kept, key) in self.kept.iter().zip(slot_keys) {
+            if let Some(kept) = kept {
+                dict.set_item(key.bind(py), kept.text.bind(py))?;
+            }
+        }
+        self.dict = dict.unbind();
+        self.dead = 0;
+        Ok(())
+    }
+}
+
+/// Gives `key` in `dict` its value in `template`, or deletes it if the template has none; true if restored.
+fn restore(
+    dict: &Bound<'_, PyDict>,
+    template: &Bound<'_, PyDict>,
+    key: &Bound<'_, PyString>,
+) -> PyResult<bool> {
+    match template.get_item(key)? {
+        Some(value) => dict.set_item(key, value).map(|()| true),
+        None => dict.del_item(key).map(|()| false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The key and value strings of an environ item.
-    fn item<'py>(
+    /// A template with one key a host may also set.
+    fn keys(py: Python<'_>) -> EnvironKeys {
+        let template = PyDict::new(py);
+        template.set_item("SCRIPT_FILENAME", "/t.wsgi").unwrap();
+        template.set_item("wsgi.run_once", false).unwrap();
+        EnvironKeys::new(py, template).unwrap()
+    }
+
+    /// The environ of a request with `vars`.
+    fn environ<'py>(
         keys: &EnvironKeys,
         py: Python<'py>,
-        name: &str,
-        value: &[u8],
-    ) -> (Bound<'py, PyString>, Bound<'py, PyString>) {
-        match keys.var(py, name, value).unwrap() {
-            Var::Item(key, value) => (key, value),
-            other => panic!("{name} is not an environ item: {other:?}"),
+        vars: &[(&str, &[u8])],
+    ) -> Bound<'py, PyDict> {
+        let mut environ = keys.environ(py).unwrap();
+        for (name, value) in vars {
+            assert!(environ.add(name, value).unwrap().is_none(), "{name}");
         }
+        environ.finish().unwrap()
+    }
+
+    /// What the environ of a request with `vars` must be: the template and the variables, nothing kept.
+    fn expected<'py>(
+        keys: &EnvironKeys,
+        py: Python<'py>,
+        vars: &[(&str, &[u8])],
+    ) -> Bound<'py, PyDict> {
+        let environ = keys.template.bind(py).copy().unwrap();
+        for (name, value) in vars {
+            environ
+                .set_item(name, latin1::to_str(py, value).unwrap())
+                .unwrap();
+        }
+        environ
+    }
+
+    fn value<'py>(environ: &Bound<'py, PyDict>, name: &str) -> Bound<'py, PyAny> {
+        environ.get_item(name).unwrap().unwrap()
     }
 
     #[test]
     fn known_and_other_names_come_back_as_the_same_interned_strings() {
         crate::cpython::with_python(|py| {
-            let keys = EnvironKeys::new(py);
-            let key = |name| item(&keys, py, name, b"").0;
-            for name in [
+            let keys = keys(py);
+            let names = [
                 "PATH_INFO",
                 "HTTP_HOST",
                 "HTTP_X_MADE_UP",
                 "mod_wsgi.path_info",
-            ] {
-                let first = key(name);
-                assert_eq!(first.to_str().unwrap(), name);
-                assert!(first.is(key(name)));
-                assert!(first.is(PyString::intern(py, name)));
+            ];
+            for _ in 0..2 {
+                let vars: Vec<_> = names.iter().map(|name| (*name, &b"v"[..])).collect();
+                let environ = environ(&keys, py, &vars);
+                for name in names {
+                    let key = environ
+                        .keys()
+                        .into_iter()
+                        .find(|key| key.extract::<String>().unwrap() == name)
+                        .unwrap();
+                    assert!(key.is(PyString::intern(py, name)), "{name}");
+                }
             }
         });
     }
@@ -190,41 +384,120 @@ mod tests {
     #[test]
     fn repeated_values_are_shared_and_per_request_ones_are_not() {
         crate::cpython::with_python(|py| {
-            let keys = EnvironKeys::new(py);
-            let value = |name, bytes: &[u8]| item(&keys, py, name, bytes).1;
-            let get = value("REQUEST_METHOD", b"GET");
-            assert_eq!(get.to_str().unwrap(), "GET");
-            assert!(get.is(value("REQUEST_METHOD", b"GET")));
-            let post = value("REQUEST_METHOD", b"POST");
-            assert_eq!(post.to_str().unwrap(), "POST");
-            assert!(!post.is(&get));
-            // Latin-1, and a value of another name, are never mixed up with a kept one.
+            let keys = keys(py);
+            let long = vec![b'x'; MAX_KEPT_VALUE + 1];
+            let vars = |method: &'static [u8]| -> Vec<(&str, &[u8])> {
+                vec![
+                    ("REQUEST_METHOD", method),
+                    ("PATH_INFO", b"/a"),
+                    ("HTTP_HOST", b"caf\xe9"),
+                    ("HTTP_USER_AGENT", &long),
+                ]
+            };
+            let first = environ(&keys, py, &vars(b"GET"));
+            let second = environ(&keys, py, &vars(b"GET"));
+            assert!(first.eq(expected(&keys, py, &vars(b"GET"))).unwrap());
+            assert!(second.eq(&first).unwrap());
+            assert!(value(&first, "REQUEST_METHOD").is(value(&second, "REQUEST_METHOD")));
+            assert!(value(&first, "HTTP_HOST").is(value(&second, "HTTP_HOST")));
             assert_eq!(
-                value("HTTP_HOST", b"caf\xe9").to_cow().unwrap(),
+                value(&first, "HTTP_HOST").extract::<String>().unwrap(),
                 "caf\u{e9}"
             );
-            assert_eq!(value("SERVER_NAME", b"POST").to_str().unwrap(), "POST");
-            let path = value("PATH_INFO", b"/a");
-            assert!(!path.is(value("PATH_INFO", b"/a")));
-            let long = vec![b'x'; MAX_KEPT_VALUE + 1];
-            let first = value("HTTP_USER_AGENT", &long);
-            assert_eq!(first.to_str().unwrap().len(), long.len());
-            assert!(!first.is(value("HTTP_USER_AGENT", &long)));
-            let (key, other) = item(&keys, py, "HTTP_X_OTHER", b"v");
+            assert!(!value(&first, "PATH_INFO").is(value(&second, "PATH_INFO")));
+            assert!(!value(&first, "HTTP_USER_AGENT").is(value(&second, "HTTP_USER_AGENT")));
+            let post = environ(&keys, py, &vars(b"POST"));
             assert_eq!(
-                (key.to_str().unwrap(), other.to_str().unwrap()),
-                ("HTTP_X_OTHER", "v")
+                value(&post, "REQUEST_METHOD").extract::<String>().unwrap(),
+                "POST"
             );
+            // Environs already made keep their own values.
+            assert_eq!(
+                value(&first, "REQUEST_METHOD").extract::<String>().unwrap(),
+                "GET"
+            );
+        });
+    }
+
+    #[test]
+    fn a_kept_value_is_not_in_the_environ_of_a_request_without_it() {
+        crate::cpython::with_python(|py| {
+            let keys = keys(py);
+            let full: &[(&str, &[u8])] = &[
+                ("HTTP_USER_AGENT", b"curl"),
+                ("SCRIPT_FILENAME", b"/other.wsgi"),
+            ];
+            environ(&keys, py, full);
+            let bare = environ(&keys, py, &[]);
+            assert!(bare.eq(expected(&keys, py, &[])).unwrap());
+            assert!(!bare.contains("HTTP_USER_AGENT").unwrap());
+            assert_eq!(
+                value(&bare, "SCRIPT_FILENAME").extract::<String>().unwrap(),
+                "/t.wsgi"
+            );
+            assert!(environ(&keys, py, full)
+                .eq(expected(&keys, py, full))
+                .unwrap());
+        });
+    }
+
+    #[test]
+    fn any_sequence_of_requests_gets_the_environs_a_cold_start_would_make() {
+        crate::cpython::with_python(|py| {
+            let keys = keys(py);
+            let names = [
+                "REQUEST_METHOD",
+                "SCRIPT_FILENAME",
+                "HTTP_USER_AGENT",
+                "HTTP_ACCEPT",
+                "SERVER_NAME",
+                "PATH_INFO",
+                "HTTP_X_OTHER",
+            ];
+            let long = vec![b'y'; MAX_KEPT_VALUE + 1];
+            let values: [&[u8]; 3] = [b"a", b"b", &long];
+            let mut seed = 0x2545_f491_u64;
+            let mut next = || {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (seed >> 33) as usize
+            };
+            for _ in 0..500 {
+                let mut vars: Vec<(&str, &[u8])> = Vec::new();
+                for name in names {
+                    let draw = next();
+                    if draw % 3 != 0 {
+                        vars.push((name, values[(draw / 3) % values.len()]));
+                    }
+                }
+                let made = environ(&keys, py, &vars);
+                assert!(made.eq(expected(&keys, py, &vars)).unwrap(), "{vars:?}");
+                assert!(keys.warm.lock().unwrap().dead <= MAX_DEAD_ENTRIES);
+            }
+        });
+    }
+
+    #[test]
+    fn a_request_that_finds_the_warm_template_taken_builds_its_environ_cold() {
+        crate::cpython::with_python(|py| {
+            let keys = keys(py);
+            let vars: &[(&str, &[u8])] = &[("REQUEST_METHOD", b"GET")];
+            environ(&keys, py, vars);
+            let taken = keys.warm.lock().unwrap();
+            assert!(environ(&keys, py, vars)
+                .eq(expected(&keys, py, vars))
+                .unwrap());
+            drop(taken);
         });
     }
 
     #[test]
     fn other_names_are_cached_only_up_to_the_bound() {
         crate::cpython::with_python(|py| {
-            let keys = EnvironKeys::new(py);
+            let keys = keys(py);
             for i in 0..MAX_OTHER_KEYS + 10 {
                 let name = format!("HTTP_X_{i}");
-                assert_eq!(item(&keys, py, &name, b"").0.to_str().unwrap(), name);
+                let environ = environ(&keys, py, &[(&name, b"")]);
+                assert!(environ.contains(&name).unwrap());
             }
             assert_eq!(keys.other.lock().unwrap().len(), MAX_OTHER_KEYS);
         });
@@ -233,19 +506,23 @@ mod tests {
     #[test]
     fn private_names_are_told_apart_in_the_same_lookup() {
         crate::cpython::with_python(|py| {
-            let keys = EnvironKeys::new(py);
-            let var = |name| keys.var(py, name, b"1").unwrap();
+            let keys = keys(py);
+            let mut environ = keys.environ(py).unwrap();
+            let mut add = |name| environ.add(name, b"1").unwrap();
             assert!(matches!(
-                var("mod_wsgi.x-request_start_us"),
-                Var::Hint(Hint::RequestStart)
+                add("mod_wsgi.x-request_start_us"),
+                Some(Withheld::Hint(Hint::RequestStart))
             ));
             assert!(matches!(
-                var("mod_wsgi.x-apache_version"),
-                Var::Hint(Hint::ApacheVersion)
+                add("mod_wsgi.x-apache_version"),
+                Some(Withheld::Hint(Hint::ApacheVersion))
             ));
-            assert!(matches!(var("HTTPS"), Var::Https));
-            assert!(matches!(var("mod_wsgi.x-script"), Var::Private));
-            assert!(matches!(var("mod_wsgi.path_info"), Var::Item(..)));
+            assert!(matches!(add("HTTPS"), Some(Withheld::Https)));
+            assert!(matches!(add("mod_wsgi.x-script"), Some(Withheld::Private)));
+            assert!(add("mod_wsgi.path_info").is_none());
+            let environ = environ.finish().unwrap();
+            assert_eq!(environ.len(), 3);
+            assert!(environ.contains("mod_wsgi.path_info").unwrap());
         });
     }
 }

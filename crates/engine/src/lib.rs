@@ -95,12 +95,12 @@ pub struct Engine {
     app: app::LiveApp,
     label: String,
     log: Arc<dyn ErrorLog>,
-    environ_template: Py<PyDict>,
     /// The `mod_wsgi` module state of the app's interpreter: subscribers, `active_requests`.
     state: Py<events::State>,
     /// The callable's configured name (`callable_object` of `request_started`).
     callable_object: Py<PyString>,
-    /// Environ keys as Python strings, made once: most requests repeat the same few dozen.
+    /// The environ's keys as Python strings and its templates, made once: most requests repeat the same
+    /// few dozen keys, and many of their values.
     keys: keys::EnvironKeys,
     /// Makes each request's `wsgi.errors`.
     text_streams: errors::TextStreams,
@@ -131,10 +131,9 @@ impl Engine {
                 app,
                 label: spec.label(),
                 log,
-                environ_template: environ_template.unbind(),
                 state: state.unbind(),
                 callable_object: PyString::new(py, &spec.callable).unbind(),
-                keys: keys::EnvironKeys::new(py),
+                keys: keys::EnvironKeys::new(py, environ_template).map_err(interp_err)?,
                 text_streams: errors::TextStreams::new(py).map_err(interp_err)?,
             })
         })
@@ -194,9 +193,9 @@ impl Engine {
     }
 }
 
-/// Keys an environ has room for before it must grow: the template's and a request's CGI variables,
-/// with plenty of headers.
-const ENVIRON_ROOM: usize = 40;
+/// Keys an environ has room for before it must grow: the template's, the values the warm template keeps
+/// (and the entries it deleted), and a request's own variables with plenty of headers.
+const ENVIRON_ROOM: usize = 64;
 
 /// The environ keys that are the same for every request; each request starts from a copy.
 fn environ_template<'py>(

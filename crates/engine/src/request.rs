@@ -19,7 +19,7 @@ use crate::events::{Begin, Tracked};
 use crate::file_wrapper::FileWrapper;
 use crate::host::{BodyReader, ClientGone, FileRegion, Output, ResponseSink, TrySendError};
 use crate::input::Input;
-use crate::keys::{Hint, Var};
+use crate::keys::{Hint, Withheld};
 use crate::metrics::{self, Finished};
 use crate::start_response::StartResponse;
 use crate::traceback::format_exception;
@@ -430,7 +430,7 @@ fn build_environ<'py>(
     id: Option<String>,
     thread_id: u64,
 ) -> PyResult<Built<'py>> {
-    let environ = engine.environ_template.bind(py).copy()?;
+    let mut environ = engine.keys.environ(py)?;
     let mut https = false;
     let mut request_start = None;
     // Daemon mode: when the daemon took the request off its socket, and when its thread took it.
@@ -440,25 +440,27 @@ fn build_environ<'py>(
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
     };
+    let mut apache_version = None;
     for (name, value) in vars.iter() {
-        match engine.keys.var(py, name, value)? {
-            Var::Item(key, value) => environ.set_item(key, value)?,
-            Var::Hint(Hint::RequestStart) => request_start = micros(value),
-            Var::Hint(Hint::QueueStart) => queue_start = micros(value),
-            Var::Hint(Hint::DaemonStart) => daemon_start = micros(value),
-            Var::Hint(Hint::ApacheVersion) => {
-                let parts: Vec<u32> = String::from_utf8_lossy(value)
-                    .split('.')
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
-                environ.set_item(
-                    pyo3::intern!(py, "apache.version"),
-                    PyTuple::new(py, parts)?,
-                )?;
-            }
-            Var::Https => https = matches!(value, b"1" | b"on" | b"On" | b"ON"),
-            Var::Private => {}
+        match environ.add(name, value)? {
+            None | Some(Withheld::Private) => {}
+            Some(Withheld::Hint(Hint::RequestStart)) => request_start = micros(value),
+            Some(Withheld::Hint(Hint::QueueStart)) => queue_start = micros(value),
+            Some(Withheld::Hint(Hint::DaemonStart)) => daemon_start = micros(value),
+            Some(Withheld::Hint(Hint::ApacheVersion)) => apache_version = Some(value),
+            Some(Withheld::Https) => https = matches!(value, b"1" | b"on" | b"On" | b"ON"),
         }
+    }
+    let environ = environ.finish()?;
+    if let Some(version) = apache_version {
+        let parts: Vec<u32> = String::from_utf8_lossy(version)
+            .split('.')
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        environ.set_item(
+            pyo3::intern!(py, "apache.version"),
+            PyTuple::new(py, parts)?,
+        )?;
     }
     if https {
         environ.set_item(
