@@ -5,11 +5,10 @@
 //! which also takes text directly. Line buffered: a line is logged when its newline arrives, on
 //! `flush()`, or when the stream is dropped.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::thread::ThreadId;
 
 use pyo3::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::host::ErrorLog;
 
@@ -78,9 +77,9 @@ impl ErrorStream {
 pub(crate) struct TextStreams {
     wrapper: Py<PyAny>,
     kwargs: Py<pyo3::types::PyDict>,
-    /// Each serving thread's `wsgi.errors` and the `mod_wsgi.Log` under it. Only touched with the GIL
-    /// held, so the lock is never contended.
-    per_thread: Mutex<HashMap<ThreadId, ThreadStream>>,
+    /// Each serving thread's `wsgi.errors` and the `mod_wsgi.Log` under it, by `mod_wsgi.thread_id`
+    /// (one per thread of the process). Only touched with the GIL held, so the lock is never contended.
+    per_thread: Mutex<FxHashMap<u64, ThreadStream>>,
 }
 
 /// A thread's `wsgi.errors` (the `io.TextIOWrapper`) and the `mod_wsgi.Log` it writes to.
@@ -99,7 +98,7 @@ impl TextStreams {
         Ok(Self {
             wrapper: py.import("io")?.getattr("TextIOWrapper")?.unbind(),
             kwargs: kwargs.unbind(),
-            per_thread: Mutex::new(HashMap::new()),
+            per_thread: Mutex::new(FxHashMap::default()),
         })
     }
 
@@ -114,13 +113,14 @@ impl TextStreams {
             .call((stream,), Some(self.kwargs.bind(py)))
     }
 
-    /// The calling thread's `wsgi.errors` and its `mod_wsgi.Log`, made on its first request.
-    pub(crate) fn for_this_thread<'py>(
+    /// The `wsgi.errors` and its `mod_wsgi.Log` of the calling thread, whose `mod_wsgi.thread_id` is
+    /// `thread`, made on its first request.
+    pub(crate) fn for_thread<'py>(
         &self,
         py: Python<'py>,
+        thread: u64,
         log: &Arc<dyn ErrorLog>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, ErrorStream>)> {
-        let thread = std::thread::current().id();
         let streams = || {
             self.per_thread
                 .lock()

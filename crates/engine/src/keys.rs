@@ -14,7 +14,8 @@
 //! and a value whose bytes match the kept one costs neither a new `str` nor a dict insertion (Python
 //! strings are immutable, so sharing one is indistinguishable from making a new one). A kept value the
 //! request does not have is taken out of its environ again. Per-request values (path, URI, ports,
-//! cookies) are never kept.
+//! cookies) are never kept. The warm template also holds the `wsgi.errors` and `mod_wsgi.thread_id` of
+//! the thread that serves most requests.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -96,6 +97,10 @@ struct Warm {
     present: u64,
     /// Entries deleted from `dict` since it was made.
     dead: usize,
+    /// The thread whose `wsgi.errors` and `mod_wsgi.thread_id` `dict` holds, with that `wsgi.errors`.
+    thread: Option<(u64, Py<PyAny>)>,
+    /// The thread that made the last environ.
+    last_thread: Option<u64>,
 }
 
 /// The engine's environ keys and templates.
@@ -140,6 +145,8 @@ impl EnvironKeys {
             kept: slot_keys.iter().map(|_| None).collect(),
             present: 0,
             dead: 0,
+            thread: None,
+            last_thread: None,
         };
         Ok(Self {
             known,
@@ -226,6 +233,39 @@ impl<'py> EnvironBuilder<'py, '_> {
         Ok(None)
     }
 
+    /// Gives the environ the serving thread's `wsgi.errors` and `mod_wsgi.thread_id`. The warm template
+    /// takes them once a thread made two environs in a row: one thread serves most requests (an HTTP
+    /// host's I/O thread, running them inline), and its values then cost nothing.
+    pub(crate) fn set_thread(&mut self, thread: u64, errors: &Bound<'py, PyAny>) -> PyResult<()> {
+        let py = self.environ.py();
+        let (errors_key, thread_key) = (
+            pyo3::intern!(py, "wsgi.errors"),
+            pyo3::intern!(py, "mod_wsgi.thread_id"),
+        );
+        let warm = self.warm.as_deref_mut();
+        if let Some(Warm {
+            thread: Some((id, kept)),
+            ..
+        }) = &warm
+        {
+            if *id == thread && kept.is(errors) {
+                return Ok(());
+            }
+        }
+        self.environ.set_item(errors_key, errors)?;
+        self.environ.set_item(thread_key, thread)?;
+        if let Some(warm) = warm {
+            if warm.last_thread == Some(thread) {
+                let dict = warm.dict.bind(py);
+                dict.set_item(errors_key, errors)?;
+                dict.set_item(thread_key, thread)?;
+                warm.thread = Some((thread, errors.clone().unbind()));
+            }
+            warm.last_thread = Some(thread);
+        }
+        Ok(())
+    }
+
     /// The environ, less the kept values this request did not have.
     pub(crate) fn finish(mut self) -> PyResult<Bound<'py, PyDict>> {
         let Some(warm) = self.warm.as_deref_mut() else {
@@ -296,6 +336,8 @@ impl Warm {
         }
         self.dict = dict.unbind();
         self.dead = 0;
+        // The thread's values go in again when it next makes two environs in a row.
+        self.thread = None;
         Ok(())
     }
 }
@@ -472,6 +514,44 @@ mod tests {
                 let made = environ(&keys, py, &vars);
                 assert!(made.eq(expected(&keys, py, &vars)).unwrap(), "{vars:?}");
                 assert!(keys.warm.lock().unwrap().dead <= MAX_DEAD_ENTRIES);
+            }
+        });
+    }
+
+    #[test]
+    fn every_environ_has_its_own_threads_values_whichever_thread_made_the_last() {
+        crate::cpython::with_python(|py| {
+            let keys = keys(py);
+            let (first, second) = (PyString::new(py, "first"), PyString::new(py, "second"));
+            let renewed = PyString::new(py, "renewed");
+            let threads = [
+                (1, &first),
+                (1, &first),
+                (1, &first),
+                (2, &second),
+                (1, &first),
+                (2, &second),
+                (2, &second),
+                (2, &second),
+                (1, &first),
+                (2, &renewed),
+                (2, &renewed),
+                (2, &renewed),
+                (1, &first),
+            ];
+            for (thread, errors) in threads {
+                let mut environ = keys.environ(py).unwrap();
+                environ.add("REQUEST_METHOD", b"GET").unwrap();
+                environ.set_thread(thread, errors.as_any()).unwrap();
+                let environ = environ.finish().unwrap();
+                assert!(value(&environ, "wsgi.errors").is(errors));
+                assert_eq!(
+                    value(&environ, "mod_wsgi.thread_id")
+                        .extract::<u64>()
+                        .unwrap(),
+                    thread
+                );
+                assert_eq!(environ.len(), 5);
             }
         });
     }

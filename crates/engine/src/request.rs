@@ -451,6 +451,8 @@ fn build_environ<'py>(
             Some(Withheld::Https) => https = matches!(value, b"1" | b"on" | b"On" | b"ON"),
         }
     }
+    let (text_errors, errors) = engine.text_streams.for_thread(py, thread_id, &engine.log)?;
+    environ.set_thread(thread_id, &text_errors)?;
     let environ = environ.finish()?;
     if let Some(version) = apache_version {
         let parts: Vec<u32> = String::from_utf8_lossy(version)
@@ -470,8 +472,6 @@ fn build_environ<'py>(
     }
     let input = Bound::new(py, Input::new(body))?;
     environ.set_item(pyo3::intern!(py, "wsgi.input"), &input)?;
-    let (text_errors, errors) = engine.text_streams.for_this_thread(py, &engine.log)?;
-    environ.set_item(pyo3::intern!(py, "wsgi.errors"), text_errors)?;
     // Request timing as mod_wsgi 6 publishes it: seconds since the epoch, as floats. The queue and daemon
     // instants are the template's 0.0 outside daemon mode; a request whose host gave no start of its own
     // shares one float for both of its instants.
@@ -497,7 +497,6 @@ fn build_environ<'py>(
         pyo3::intern!(py, "mod_wsgi.application_start"),
         &application_start,
     )?;
-    environ.set_item(pyo3::intern!(py, "mod_wsgi.thread_id"), thread_id)?;
     if let Some(id) = id {
         environ.set_item(pyo3::intern!(py, "mod_wsgi.request_id"), id)?;
     }
