@@ -218,12 +218,26 @@ where
 fn push_ip(text: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
+            // Written on the stack and added at once: a push per byte, each checking capacity, costs more.
+            let mut address = [0u8; 15];
+            let mut len = 0;
+            let mut put = |byte: u8| {
+                address[len] = byte;
+                len += 1;
+            };
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    text.push(b'.');
+                    put(b'.');
                 }
-                push_decimal(text, u16::from(octet));
+                if octet >= 100 {
+                    put(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    put(b'0' + octet / 10 % 10);
+                }
+                put(b'0' + octet % 10);
             }
+            text.extend_from_slice(&address[..len]);
         }
         std::net::IpAddr::V6(_) => text.extend_from_slice(ip.to_string().as_bytes()),
     }
@@ -399,6 +413,23 @@ fn host_without_port(host: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_addresses_are_written_as_std_writes_them() {
+        for ip in [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [127, 0, 0, 1],
+            [10, 0, 100, 9],
+            [1, 20, 3, 45],
+            [199, 99, 9, 100],
+        ] {
+            let ip = std::net::IpAddr::from(ip);
+            let mut text = b"x".to_vec();
+            push_ip(&mut text, ip);
+            assert_eq!(text, format!("x{ip}").into_bytes());
+        }
+    }
 
     #[test]
     fn addresses_and_ports_are_written_as_std_writes_them() {
