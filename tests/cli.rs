@@ -259,3 +259,31 @@ fn systemd_socket_activation_serves_the_passed_socket() {
         addr.unwrap().rsplit(':').next().unwrap()
     );
 }
+
+#[test]
+fn a_request_outliving_the_graceful_timeout_delays_the_exit_only_until_it_ends() {
+    for io_threads in ["1", "2"] {
+        let mut server = Server::start(&[
+            &app("suite.py"),
+            "--io-threads",
+            io_threads,
+            "--graceful-timeout",
+            "0.5",
+        ]);
+        let mut stream = server.connect();
+        stream
+            .write_all(b"GET /sleep?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let status = server.signal_and_wait("TERM");
+        assert!(status.success(), "--io-threads {io_threads}: {status:?}");
+        assert!(
+            server.log().contains("graceful timeout reached"),
+            "--io-threads {io_threads}:\n{}",
+            server.log()
+        );
+        // The Python thread finishes its request before the process exits.
+        assert!(started.elapsed() >= Duration::from_millis(1500));
+    }
+}

@@ -164,3 +164,19 @@ fn interrupt_timeout_unwinds_a_long_request_with_504() {
         "same process, no restart needed"
     );
 }
+
+#[test]
+fn several_io_threads_serve_requests_and_stop_cleanly() {
+    let mut server = Server::start(&[&app("suite.py"), "--io-threads", "2", "--threads", "4"]);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| server.get("/rendezvous?n=4").status))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [200; 4], "{}", server.log());
+    for _ in 0..200 {
+        assert_eq!(server.get("/environ").status, 200);
+    }
+    assert!(server.signal_and_wait("TERM").success(), "{}", server.log());
+}

@@ -26,6 +26,9 @@ const RETIRE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// Connections waiting to be accepted before the kernel refuses more.
 const LISTEN_BACKLOG: u32 = 1024;
 
+/// The name of the threads doing HTTP I/O (apps and logs see it as the thread that ran an inline request).
+const IO_THREAD_NAME: &str = "rwsgi-io";
+
 /// How `rwsgi serve` names its workers and their limits in the log.
 const NAMES: Names = Names {
     log: "rwsgi",
@@ -136,18 +139,6 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         },
     )
     .context("cannot start Python threads")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.io_threads)
-        .thread_name("rwsgi-io")
-        .on_thread_start(move || {
-            if inline {
-                // Requests run inline attach to Python on this thread: keep its thread state between them.
-                interp::keep_thread_state();
-            }
-        })
-        .enable_all()
-        .build()
-        .context("cannot start the I/O runtime")?;
     let shared = Arc::new(Shared {
         engine,
         pool: pool.submitter(),
@@ -200,26 +191,74 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             })
             .context("cannot start the inactivity monitor")?;
     }
-    let served = runtime.block_on(listen_and_serve(
-        &settings,
-        shared,
-        listener,
-        worker,
-        recycle_now,
-    ));
-    if stuck.load(std::sync::atomic::Ordering::Acquire) {
-        // The stuck request's thread cannot be joined; the supervisor starts a replacement once we are gone.
-        eprintln!(
-            "rwsgi: worker {} exiting after a request timeout",
-            std::process::id()
-        );
-        std::process::exit(1);
-    }
-    // Requests still queued or running finish before the threads exit.
-    pool.shut_down();
-    drop(runtime);
+    let io_threads = settings.io_threads;
+    let settings = &settings;
+    let serve_io = move || -> anyhow::Result<()> {
+        let runtime = io_runtime(io_threads, inline).context("cannot start the I/O runtime")?;
+        let served = runtime.block_on(listen_and_serve(
+            settings,
+            shared,
+            listener,
+            worker,
+            recycle_now,
+        ));
+        if stuck.load(std::sync::atomic::Ordering::Acquire) {
+            // The stuck request's thread cannot be joined; the supervisor starts a replacement once we are
+            // gone.
+            eprintln!(
+                "rwsgi: worker {} exiting after a request timeout",
+                std::process::id()
+            );
+            std::process::exit(1);
+        }
+        // Requests still queued or running finish before the threads exit, their connections still driven.
+        runtime.block_on(async {
+            tokio::task::spawn_blocking(move || pool.shut_down())
+                .await
+                .context("the Python threads did not shut down cleanly")
+        })?;
+        drop(runtime);
+        served
+    };
+    let served = if io_threads == 1 {
+        // The one I/O thread is a thread of its own, named as the pool's and the logs name it.
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name(IO_THREAD_NAME.into())
+                .spawn_scoped(scope, serve_io)
+                .context("cannot start the I/O thread")?
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the I/O thread panicked")))
+        })
+    } else {
+        serve_io()
+    };
     interp::run_exit_hooks();
     served
+}
+
+/// The runtime that does the HTTP I/O (and, inline, runs fast requests), started on the calling thread.
+/// One I/O thread is the calling thread, under tokio's single-threaded scheduler: no work-stealing
+/// machinery on every task poll.
+fn io_runtime(threads: usize, inline: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    // Requests run inline attach to Python on an I/O thread: keep its thread state between them.
+    let keep_thread_state = move || {
+        if inline {
+            interp::keep_thread_state();
+        }
+    };
+    if threads == 1 {
+        keep_thread_state();
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(IO_THREAD_NAME)
+        .on_thread_start(keep_thread_state)
+        .enable_all()
+        .build()
 }
 
 async fn listen_and_serve(
