@@ -430,6 +430,8 @@ fn build_environ<'py>(
     id: Option<String>,
     thread_id: u64,
 ) -> PyResult<Built<'py>> {
+    // Before the warm template is taken: a thread's first request makes its streams, running Python.
+    let (text_errors, errors) = engine.text_streams.for_thread(py, thread_id, &engine.log)?;
     let mut environ = engine.keys.environ(py)?;
     let mut https = false;
     let mut request_start = None;
@@ -451,7 +453,6 @@ fn build_environ<'py>(
             Some(Withheld::Https) => https = matches!(value, b"1" | b"on" | b"On" | b"ON"),
         }
     }
-    let (text_errors, errors) = engine.text_streams.for_thread(py, thread_id, &engine.log)?;
     environ.set_thread(thread_id, &text_errors)?;
     let environ = environ.finish()?;
     if let Some(version) = apache_version {
