@@ -228,7 +228,9 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
                 .spawn_scoped(scope, serve_io)
                 .context("cannot start the I/O thread")?
                 .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the I/O thread panicked")))
+                // As a panic on this thread would: the process ends without exit hooks, which would run
+                // with requests still inside the app.
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     } else {
         serve_io()

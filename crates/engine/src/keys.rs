@@ -44,6 +44,9 @@ const HINTS: [(&str, Hint); 4] = [
     (hints::APACHE_VERSION, Hint::ApacheVersion),
 ];
 
+/// The environ keys of [`EnvironBuilder::set_thread`]'s values.
+const THREAD_NAMES: [&str; 2] = ["wsgi.errors", "mod_wsgi.thread_id"];
+
 /// Names with a slot in the warm template: one bit each in a request's set of kept names.
 const MAX_SLOTS: usize = u64::BITS as usize;
 
@@ -169,6 +172,7 @@ impl EnvironKeys {
             environ,
             warm,
             seen: 0,
+            thread_names_given: false,
         })
     }
 
@@ -196,6 +200,8 @@ pub(crate) struct EnvironBuilder<'py, 'k> {
     warm: Option<MutexGuard<'k, Warm>>,
     /// The slots this request has a value for.
     seen: u64,
+    /// The host gave a variable of the name of a thread value, which the engine's own must replace.
+    thread_names_given: bool,
 }
 
 impl<'py> EnvironBuilder<'py, '_> {
@@ -208,6 +214,7 @@ impl<'py> EnvironBuilder<'py, '_> {
             Some(Known::Https) => return Ok(Some(Withheld::Https)),
             None if name.starts_with(PRIVATE_PREFIX) => return Ok(Some(Withheld::Private)),
             None => {
+                self.thread_names_given |= THREAD_NAMES.contains(&name);
                 let key = self.keys.other_key(py, name);
                 self.environ.set_item(key, latin1::to_str(py, value)?)?;
                 return Ok(None);
@@ -248,7 +255,7 @@ impl<'py> EnvironBuilder<'py, '_> {
             ..
         }) = &warm
         {
-            if *id == thread && kept.is(errors) {
+            if *id == thread && kept.is(errors) && !self.thread_names_given {
                 return Ok(());
             }
         }
@@ -495,24 +502,45 @@ mod tests {
                 "SERVER_NAME",
                 "PATH_INFO",
                 "HTTP_X_OTHER",
+                // A host's variable of the name of an engine's own value, which the engine's replaces.
+                "wsgi.errors",
             ];
             let long = vec![b'y'; MAX_KEPT_VALUE + 1];
             let values: [&[u8]; 3] = [b"a", b"b", &long];
+            let streams = [PyString::new(py, "first"), PyString::new(py, "second")];
             let mut seed = 0x2545_f491_u64;
             let mut next = || {
                 seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
                 (seed >> 33) as usize
             };
-            for _ in 0..500 {
+            for _ in 0..2000 {
                 let mut vars: Vec<(&str, &[u8])> = Vec::new();
                 for name in names {
                     let draw = next();
-                    if draw % 3 != 0 {
+                    if draw % 3 != 0 && (name != "wsgi.errors" || draw % 11 == 1) {
                         vars.push((name, values[(draw / 3) % values.len()]));
                     }
+                    // A name given twice: the later value wins, as in a dict.
+                    if draw % 13 == 0 {
+                        vars.push((name, values[(draw / 13) % values.len()]));
+                    }
                 }
-                let made = environ(&keys, py, &vars);
-                assert!(made.eq(expected(&keys, py, &vars)).unwrap(), "{vars:?}");
+                let thread = 1 + next() % 2;
+                let errors = streams[thread - 1].as_any();
+                // Now and then another thread holds the warm template: this environ is built cold.
+                let taken = (next() % 10 == 0).then(|| keys.warm.lock().unwrap());
+                let mut environ = keys.environ(py).unwrap();
+                for (name, value) in &vars {
+                    environ.add(name, value).unwrap();
+                }
+                environ.set_thread(thread as u64, errors).unwrap();
+                let made = environ.finish().unwrap();
+                drop(taken);
+                let expected = expected(&keys, py, &vars);
+                expected.set_item("wsgi.errors", errors).unwrap();
+                expected.set_item("mod_wsgi.thread_id", thread).unwrap();
+                assert!(made.eq(&expected).unwrap(), "{vars:?} on {thread}");
+                assert!(value(&made, "wsgi.errors").is(errors));
                 assert!(keys.warm.lock().unwrap().dead <= MAX_DEAD_ENTRIES);
             }
         });
