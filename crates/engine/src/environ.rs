@@ -55,11 +55,13 @@ impl CgiVars {
         }
     }
 
-    /// Adds a variable the caller knows is not set yet (no search for an earlier value).
-    fn push_new(&mut self, key: &'static str, value: impl AsRef<[u8]>) {
-        debug_assert!(self.get(key).is_none(), "{key} set twice");
+    /// Adds a variable the caller knows is not set yet: no search for an earlier value, which [`Self::set`]
+    /// makes through every variable (a decoder of many variables checks for repeats its own way).
+    pub fn push_new(&mut self, key: impl Into<Key>, value: impl AsRef<[u8]>) {
+        let key = key.into();
+        debug_assert!(self.get(&key).is_none(), "{key} set twice");
         let value = self.store(value.as_ref());
-        self.vars.push((Cow::Borrowed(key), value));
+        self.vars.push((key, value));
     }
 
     /// Adds a variable the caller knows is not set yet, its value written by `write`.
