@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmarks `rwsgi serve` against gunicorn, uWSGI, Granian, bjoern and waitress on the same apps, one
-process each, measured with wrk for several rounds that alternate between the servers. Prints a Markdown table per workload: median requests/s,
-median p99 latency, peak RSS and each peer's ratio to rwsgi. Run through bench/run, which sets up the venv."""
+process each, measured with wrk for several rounds that alternate between the servers. Prints a Markdown
+table per workload: median requests/s, median p99 latency, peak RSS and each peer's ratio to rwsgi. Run
+through bench/run, which sets up the venv."""
 
 import argparse
 import os

@@ -88,14 +88,20 @@ fn virtual_env_variable_is_honoured() {
     assert_eq!(server.get("/").json()["prefix"], venv.display().to_string());
 }
 
-#[test]
-fn sigterm_finishes_in_flight_request_then_exits_zero() {
-    let mut server = Server::start(&[&app("suite.py")]);
+/// A connection whose request (two seconds of sleep in the app) is inside the app by now.
+fn request_in_the_app(server: &Server) -> std::net::TcpStream {
     let mut stream = server.connect();
     stream
         .write_all(b"GET /sleep?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    stream
+}
+
+#[test]
+fn sigterm_finishes_in_flight_request_then_exits_zero() {
+    let mut server = Server::start(&[&app("suite.py")]);
+    let stream = request_in_the_app(&server);
     let started = Instant::now();
     std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
@@ -270,11 +276,7 @@ fn a_request_outliving_the_graceful_timeout_delays_the_exit_only_until_it_ends()
             "--graceful-timeout",
             "0.5",
         ]);
-        let mut stream = server.connect();
-        stream
-            .write_all(b"GET /sleep?s=2 HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let _stream = request_in_the_app(&server);
         let started = Instant::now();
         let status = server.signal_and_wait("TERM");
         assert!(status.success(), "--io-threads {io_threads}: {status:?}");

@@ -85,17 +85,12 @@ enum Known {
     Https,
 }
 
-/// A value kept in the warm template: its bytes and the `str` made of them.
-struct Kept {
-    bytes: Box<[u8]>,
-    text: Py<PyString>,
-}
-
 /// The template a request's environ starts from, with the last requests' repeating values.
 struct Warm {
     dict: Py<PyDict>,
-    /// Per slot, the value `dict` holds for it beyond the engine's template.
-    kept: Vec<Option<Kept>>,
+    /// Per slot, the bytes of the value (a `str` made of them) that `dict` holds beyond the engine's
+    /// template.
+    kept: Vec<Option<Box<[u8]>>>,
     /// The slots with a kept value, one bit each.
     present: u64,
     /// Entries deleted from `dict` since it was made.
@@ -225,17 +220,16 @@ impl<'py> EnvironBuilder<'py, '_> {
             return Ok(None);
         };
         self.seen |= 1 << slot;
-        if matches!(&warm.kept[slot], Some(kept) if *kept.bytes == *value) {
+        if warm.kept[slot].as_deref() == Some(value) {
             // The copy of the warm template already holds this very value.
             return Ok(None);
         }
         let text = latin1::to_str(py, value)?;
         self.environ.set_item(key, &text)?;
-        let template = self.keys.template.bind(py);
         if value.len() <= MAX_KEPT_VALUE {
             warm.keep(key, slot, value, text)?;
         } else {
-            warm.forget(template, key, slot)?;
+            warm.forget(self.keys.template.bind(py), key, slot)?;
         }
         Ok(None)
     }
@@ -303,11 +297,8 @@ impl Warm {
         bytes: &[u8],
         text: Bound<'_, PyString>,
     ) -> PyResult<()> {
-        self.dict.bind(key.py()).set_item(key, &text)?;
-        self.kept[slot] = Some(Kept {
-            bytes: bytes.into(),
-            text: text.unbind(),
-        });
+        self.dict.bind(key.py()).set_item(key, text)?;
+        self.kept[slot] = Some(bytes.into());
         self.present |= 1 << slot;
         Ok(())
     }
@@ -328,17 +319,18 @@ impl Warm {
         Ok(())
     }
 
-    /// Makes the dict afresh from the template and the kept values, without deleted entries.
+    /// Makes the dict afresh from the template and the kept values, without deleted entries (a copy of the
+    /// dict itself would keep them, or lose the template's room).
     fn remake(
         &mut self,
         py: Python<'_>,
         template: &Bound<'_, PyDict>,
         slot_keys: &[Py<PyString>],
     ) -> PyResult<()> {
-        let dict = template.copy()?;
+        let (old, dict) = (self.dict.bind(py), template.copy()?);
         for (kept, key) in self.kept.iter().zip(slot_keys) {
-            if let Some(kept) = kept {
-                dict.set_item(key.bind(py), kept.text.bind(py))?;
+            if let (Some(_), Some(text)) = (kept, old.get_item(key)?) {
+                dict.set_item(key, text)?;
             }
         }
         self.dict = dict.unbind();
@@ -379,9 +371,22 @@ mod tests {
         py: Python<'py>,
         vars: &[(&str, &[u8])],
     ) -> Bound<'py, PyDict> {
+        environ_on(keys, py, vars, None)
+    }
+
+    /// The environ of a request with `vars`, served by `thread` (its id and `wsgi.errors`) if given.
+    fn environ_on<'py>(
+        keys: &EnvironKeys,
+        py: Python<'py>,
+        vars: &[(&str, &[u8])],
+        thread: Option<(u64, &Bound<'py, PyAny>)>,
+    ) -> Bound<'py, PyDict> {
         let mut environ = keys.environ(py).unwrap();
         for (name, value) in vars {
             assert!(environ.add(name, value).unwrap().is_none(), "{name}");
+        }
+        if let Some((id, errors)) = thread {
+            environ.set_thread(id, errors).unwrap();
         }
         environ.finish().unwrap()
     }
@@ -529,12 +534,7 @@ mod tests {
                 let errors = streams[thread - 1].as_any();
                 // Now and then another thread holds the warm template: this environ is built cold.
                 let taken = (next() % 10 == 0).then(|| keys.warm.lock().unwrap());
-                let mut environ = keys.environ(py).unwrap();
-                for (name, value) in &vars {
-                    environ.add(name, value).unwrap();
-                }
-                environ.set_thread(thread as u64, errors).unwrap();
-                let made = environ.finish().unwrap();
+                let made = environ_on(&keys, py, &vars, Some((thread as u64, errors)));
                 drop(taken);
                 let expected = expected(&keys, py, &vars);
                 expected.set_item("wsgi.errors", errors).unwrap();
@@ -568,10 +568,8 @@ mod tests {
                 (1, &first),
             ];
             for (thread, errors) in threads {
-                let mut environ = keys.environ(py).unwrap();
-                environ.add("REQUEST_METHOD", b"GET").unwrap();
-                environ.set_thread(thread, errors.as_any()).unwrap();
-                let environ = environ.finish().unwrap();
+                let vars: &[(&str, &[u8])] = &[("REQUEST_METHOD", b"GET")];
+                let environ = environ_on(&keys, py, vars, Some((thread, errors.as_any())));
                 assert!(value(&environ, "wsgi.errors").is(errors));
                 assert_eq!(
                     value(&environ, "mod_wsgi.thread_id")

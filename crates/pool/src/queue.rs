@@ -568,8 +568,8 @@ impl Submitter {
 
     /// Runs `request` on the calling thread, by `run` with the instant by which it must hand the response
     /// over, when the pool allows it: inline running is on, the app has been answering fast, and no pool
-    /// thread is busy (so the GIL is free). Answers the request to queue with [`Submitter::submit`] instead: `request` itself when it
-    /// did not run, or the rest of it when the engine handed it over.
+    /// thread is busy (so the GIL is free). Answers the request to queue with [`Submitter::submit`]
+    /// instead: `request` itself when it did not run, or the rest of it when the engine handed it over.
     pub fn run_inline(
         &self,
         request: Request,
