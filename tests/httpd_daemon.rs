@@ -437,3 +437,113 @@ fn startup_timeout_restarts_a_process_whose_application_cannot_load() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn script_user_and_script_group_refuse_what_they_do_not_own_as_the_c_mod_wsgi_does() {
+    // Scripts in directories of their own: owned by root and written by root only; group-writable; owned
+    // by nobody:nogroup; in a world-writable directory.
+    let dir = std::env::temp_dir().join(format!("rwsgi-script-owner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let app = "def application(environ, start_response):\n    \
+               start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'served']\n";
+    for (name, dir_mode, file_mode) in [
+        ("ok", 0o755, 0o644),
+        ("group-writable", 0o755, 0o664),
+        ("nobody", 0o755, 0o644),
+        ("world-dir", 0o757, 0o644),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("app.wsgi"), app).unwrap();
+        std::fs::set_permissions(
+            sub.join("app.wsgi"),
+            std::fs::Permissions::from_mode(file_mode),
+        )
+        .unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+    }
+    let chown = std::process::Command::new("chown")
+        .args(["nobody:nogroup"])
+        .arg(dir.join("nobody/app.wsgi"))
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let d = dir.display();
+    let body = format!(
+        "WSGIDaemonProcess by-user threads=1 script-user=root\n\
+         WSGIDaemonProcess by-group threads=1 script-group=root\n\
+         WSGIScriptAlias /u/ok {d}/ok/app.wsgi process-group=by-user\n\
+         WSGIScriptAlias /u/group-writable {d}/group-writable/app.wsgi process-group=by-user\n\
+         WSGIScriptAlias /u/nobody {d}/nobody/app.wsgi process-group=by-user\n\
+         WSGIScriptAlias /u/world-dir {d}/world-dir/app.wsgi process-group=by-user\n\
+         WSGIScriptAlias /g/ok {d}/ok/app.wsgi process-group=by-group\n\
+         WSGIScriptAlias /g/group-writable {d}/group-writable/app.wsgi process-group=by-group\n\
+         WSGIScriptAlias /g/nobody {d}/nobody/app.wsgi process-group=by-group\n\
+         WSGIScriptAlias /g/world-dir {d}/world-dir/app.wsgi process-group=by-group\n\
+         <Directory {d}>\n    Require all granted\n</Directory>\n"
+    );
+    let expected = [
+        ("/u/ok", 200, None),
+        ("/u/group-writable", 403, Some("WSGI script file is writable to group.")),
+        (
+            "/u/nobody",
+            403,
+            Some("WSGI script file owner 'nobody' does not match user required for daemon process."),
+        ),
+        (
+            "/u/world-dir",
+            403,
+            Some("Parent directory of WSGI script file is writable to world."),
+        ),
+        ("/g/ok", 200, None),
+        ("/g/group-writable", 200, None),
+        (
+            "/g/nobody",
+            403,
+            Some("WSGI script file group 'nogroup' does not match group required for daemon process."),
+        ),
+        (
+            "/g/world-dir",
+            403,
+            Some("Parent directory of WSGI script file is writable to world."),
+        ),
+    ];
+    for module in [our_module(), crate::httpd_parity::c_module()] {
+        let apache = Apache::start_with(Setup {
+            module: module.clone(),
+            ..Setup::new(&body)
+        });
+        for (path, status, logged) in expected {
+            let before = logged.map_or(0, |message| apache.error_log().matches(message).count());
+            let response = apache.get(path);
+            assert_eq!(
+                response.status,
+                status,
+                "{path} with {}:\n{}",
+                module.display(),
+                apache.error_log()
+            );
+            if status == 200 {
+                assert_eq!(response.body, b"served");
+            }
+            if let Some(message) = logged {
+                wait_for_another(&apache, message, before);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (bounded) until `message` is in the error log more than `before` times.
+fn wait_for_another(apache: &Apache, message: &str, before: usize) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while apache.error_log().matches(message).count() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "{message:?} was not logged again:\n{}",
+            apache.error_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -431,7 +431,10 @@ fn daemon_for(
         return Ok(None);
     }
     match crate::daemon::find(process_group) {
-        Some(plan) => Ok(Some(plan)),
+        Some(plan) => {
+            admit_script(request, &plan)?;
+            Ok(Some(plan))
+        }
         None => {
             request.log(
                 Level::Error,
@@ -444,6 +447,20 @@ fn daemon_for(
             Err(status::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// Refuses (403, as mod_wsgi) a script that the group's `script-user` or `script-group` does not own.
+fn admit_script(request: &Request<'_>, plan: &crate::daemon::GroupPlan) -> Result<(), i32> {
+    let Some(required) = plan.group.script_owner() else {
+        return Ok(());
+    };
+    let script = std::path::Path::new(std::ffi::OsStr::from_bytes(
+        request.filename().unwrap_or(b""),
+    ));
+    crate::daemon::script_owner::check(script, required).map_err(|refusal| {
+        request.log(Level::Error, &refusal);
+        status::FORBIDDEN
+    })
 }
 
 /// The application group's name as mod_wsgi gives it: `%{GLOBAL}` is the empty name; `%{RESOURCE}` is

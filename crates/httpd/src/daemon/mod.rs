@@ -4,6 +4,7 @@
 //! - [`options`]: the directive's options and mod_wsgi's defaults.
 //! - [`wire`]: the framing of a request and its response over the group's UNIX socket.
 //! - [`client`]: the Apache child's side: connect, send the environ and body, relay the response.
+//! - [`script_owner`]: `script-user`/`script-group`, checked before a request is handed over.
 //! - [`process`]: a daemon process's life: its identity and limits, Python, the thread pool serving
 //!   the socket, and its stop.
 //!
@@ -13,6 +14,7 @@
 pub(crate) mod client;
 pub(crate) mod options;
 pub(crate) mod process;
+pub(crate) mod script_owner;
 pub(crate) mod wire;
 
 use std::path::PathBuf;

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::script_owner::Required;
+
 /// One daemon process group, as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DaemonGroup {
@@ -126,6 +128,15 @@ impl DaemonGroup {
         let limit = self.request_timeout?;
         let threads = self.threads.max(1) as f64;
         Some(limit.mul_f64(1.0 + threads.ln()))
+    }
+
+    /// Who must own the scripts this group serves: `script-user` or `script-group` (never both).
+    pub(crate) fn script_owner(&self) -> Option<Required<'_>> {
+        match (&self.script_user, &self.script_group) {
+            (Some(user), _) => Some(Required::User(user)),
+            (None, Some(group)) => Some(Required::Group(group)),
+            (None, None) => None,
+        }
     }
 
     /// How long a graceful stop (Apache's graceful restart, or a limit reached) waits for requests.
