@@ -689,12 +689,20 @@ impl Drop for Written {
 
 /// Frees the bodies hosts have finished writing. The caller holds the GIL.
 fn release_written(_py: Python<'_>) {
-    let written = std::mem::take(
-        &mut *WRITTEN
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    );
-    drop(written);
+    thread_local! {
+        /// An emptied list to swap in, so that neither list is ever reallocated.
+        static SPARE: std::cell::RefCell<Vec<PyBackedBytes>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SPARE.with_borrow_mut(|spare| {
+        std::mem::swap(
+            &mut *WRITTEN
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            spare,
+        );
+        // Outside the lock: a host thread dropping a body meanwhile does not wait for these frees.
+        spare.clear();
+    });
 }
 
 /// The fast path for `wsgi.file_wrapper`: an unsubclassed wrapper around an object with a real descriptor.

@@ -23,7 +23,10 @@ const FILE_CHUNK: usize = 256 * 1024;
 
 /// The request body: what was read before dispatch, then (for large bodies) the rest as it arrives.
 pub(crate) struct RequestBody {
-    /// The chunks read before dispatch, as hyper gave them (kept apart: joining them would copy the body).
+    /// The first chunk read before dispatch: most bodies come in one, which then costs no allocation.
+    first: Option<Bytes>,
+    /// The chunks read before dispatch after the first, as hyper gave them (kept apart: joining them would
+    /// copy the body).
     buffered: VecDeque<Bytes>,
     rest: Option<mpsc::Receiver<io::Result<Bytes>>>,
 }
@@ -31,6 +34,7 @@ pub(crate) struct RequestBody {
 impl RequestBody {
     /// Reads up to `limit` bytes of `body` now; a larger body is streamed by a task from then on.
     pub(crate) async fn read(mut body: Incoming, limit: usize) -> io::Result<Self> {
+        let mut first = None;
         let mut buffered = VecDeque::new();
         let mut len = 0;
         while let Some(frame) = body.frame().await {
@@ -40,9 +44,13 @@ impl RequestBody {
                     continue;
                 }
                 len += data.len();
-                buffered.push_back(data);
+                match first {
+                    None => first = Some(data),
+                    Some(_) => buffered.push_back(data),
+                }
                 if len > limit {
                     return Ok(Self {
+                        first,
                         buffered,
                         rest: Some(stream(body)),
                     });
@@ -50,6 +58,7 @@ impl RequestBody {
             }
         }
         Ok(Self {
+            first,
             buffered,
             rest: None,
         })
@@ -63,6 +72,7 @@ impl RequestBody {
     /// A body with nothing in it.
     pub(crate) fn empty() -> Self {
         Self {
+            first: None,
             buffered: VecDeque::new(),
             rest: None,
         }
@@ -92,7 +102,7 @@ fn stream(mut body: Incoming) -> mpsc::Receiver<io::Result<Bytes>> {
 
 impl BodyReader for RequestBody {
     fn try_next(&mut self) -> Option<io::Result<BodyChunk>> {
-        if let Some(data) = self.buffered.pop_front() {
+        if let Some(data) = self.first.take().or_else(|| self.buffered.pop_front()) {
             return Some(Ok(BodyChunk::Data(data)));
         }
         let Some(rest) = &mut self.rest else {
