@@ -547,3 +547,58 @@ fn wait_for_another(apache: &Apache, message: &str, before: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_group_declared_in_a_virtual_host_serves_only_hosts_of_its_name_as_the_c_mod_wsgi_does() {
+    /// A second port of the same Apache.
+    struct At(std::net::SocketAddr);
+    impl Client for At {
+        fn addr(&self) -> std::net::SocketAddr {
+            self.0
+        }
+    }
+    let other = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let probe = "@REPO@/tests/apps/daemon_probe.py";
+    // `one` belongs to one.test; `shared` to the main server. two.test has groups of its own, so a config of
+    // its own; the host on the second port is one.test again.
+    let body = format!(
+        "Listen {other}\n\
+         WSGIDaemonProcess shared threads=1\n\
+         <VirtualHost *:*>\n    ServerName one.test\n    WSGIDaemonProcess one threads=1\n    \
+         WSGIScriptAlias /mine {probe} process-group=one\n</VirtualHost>\n\
+         <VirtualHost *:*>\n    ServerName two.test\n    WSGIDaemonProcess two threads=1\n    \
+         WSGIScriptAlias /steal {probe} process-group=one\n    \
+         WSGIScriptAlias /shared {probe} process-group=shared\n</VirtualHost>\n\
+         <VirtualHost *:{port}>\n    ServerName one.test\n    \
+         WSGIScriptAlias /again {probe} process-group=one\n</VirtualHost>\n\
+         {ACCESS}",
+        port = other.port()
+    );
+    let get = |client: &dyn Client, host: &str, path: &str| {
+        client
+            .request(&format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            ))
+            .status
+    };
+    let refused = "Daemon process called 'one' cannot be accessed by this WSGI application.";
+    for module in [our_module(), crate::httpd_parity::c_module()] {
+        let apache = Apache::start_with(Setup {
+            module: module.clone(),
+            ..Setup::new(&body)
+        });
+        let shown = module.display();
+        assert_eq!(get(&apache, "one.test", "/mine"), 200, "{shown}");
+        assert_eq!(get(&apache, "two.test", "/shared"), 200, "{shown}");
+        assert_eq!(get(&At(other), "one.test", "/again"), 200, "{shown}");
+        assert_eq!(
+            get(&apache, "two.test", "/steal"),
+            500,
+            "{shown}:\n{}",
+            apache.error_log()
+        );
+        apache.wait_for_log(refused);
+    }
+}

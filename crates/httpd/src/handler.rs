@@ -432,6 +432,7 @@ fn daemon_for(
     }
     match crate::daemon::find(process_group) {
         Some(plan) => {
+            admit_host(request, &plan)?;
             admit_script(request, &plan)?;
             Ok(Some(plan))
         }
@@ -447,6 +448,30 @@ fn daemon_for(
             Err(status::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// Refuses (500, as mod_wsgi) a request to a virtual host that may not use the group: one declared inside
+/// another `<VirtualHost>` with a different `ServerName`.
+fn admit_host(request: &Request<'_>, plan: &crate::daemon::GroupPlan) -> Result<(), i32> {
+    let Some(scope) = &plan.group.virtual_host else {
+        return Ok(());
+    };
+    let server = request.server();
+    if scope.admits(
+        std::ptr::from_ref(server.config()) as usize,
+        server.hostname(),
+    ) {
+        return Ok(());
+    }
+    request.log(
+        Level::Error,
+        &format!(
+            "mod_wsgi (pid={}): Daemon process called '{}' cannot be accessed by this WSGI application.",
+            std::process::id(),
+            plan.group.name
+        ),
+    );
+    Err(status::INTERNAL_SERVER_ERROR)
 }
 
 /// Refuses (403, as mod_wsgi) a script that the group's `script-user` or `script-group` does not own.

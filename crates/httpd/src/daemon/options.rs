@@ -66,6 +66,25 @@ pub(crate) struct DaemonGroup {
     pub(crate) response_socket_timeout: Option<Duration>,
     pub(crate) response_flush_delay: Duration,
     pub(crate) server_metrics: bool,
+    /// Where the directive was given: `None` for the main server, whose groups every host may use.
+    pub(crate) virtual_host: Option<VirtualHostScope>,
+}
+
+/// A group declared inside a `<VirtualHost>`: only requests to that host, or to another with the same
+/// `ServerName`, may use it (mod_wsgi's rule: a tenant's `WSGIProcessGroup` cannot reach another's daemons).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct VirtualHostScope {
+    /// The identity of the host's own module config (its address, compared, never followed): a host with a
+    /// `WSGIDaemonProcess` of its own always has a config of its own.
+    pub(crate) config: usize,
+    pub(crate) server_name: String,
+}
+
+impl VirtualHostScope {
+    /// Whether a request to the host with `config` and `server_name` may use the group.
+    pub(crate) fn admits(&self, config: usize, server_name: &str) -> bool {
+        self.config == config || self.server_name == server_name
+    }
 }
 
 impl DaemonGroup {
@@ -119,6 +138,7 @@ impl DaemonGroup {
             response_socket_timeout: None,
             response_flush_delay: Duration::from_millis(5),
             server_metrics: false,
+            virtual_host: None,
         }
     }
 

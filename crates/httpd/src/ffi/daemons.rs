@@ -162,7 +162,12 @@ pub(super) unsafe fn start(
 /// Every server's groups, numbered; a name may be used once in the whole configuration.
 fn collect_groups(main: &Server<'_>) -> Result<Vec<daemon::DaemonGroup>, String> {
     let mut groups: Vec<daemon::DaemonGroup> = Vec::new();
-    for server in main.with_own_configs() {
+    for (index, server) in main.with_own_configs().into_iter().enumerate() {
+        // The first is the main server itself.
+        let virtual_host = (index > 0).then(|| daemon::options::VirtualHostScope {
+            config: std::ptr::from_ref(server.config()) as usize,
+            server_name: server.hostname().to_owned(),
+        });
         for group in &server.config().daemons {
             if groups.iter().any(|g| g.name == group.name) {
                 return Err(format!(
@@ -172,6 +177,7 @@ fn collect_groups(main: &Server<'_>) -> Result<Vec<daemon::DaemonGroup>, String>
             }
             let mut group = group.clone();
             group.id = groups.len() + 1;
+            group.virtual_host = virtual_host.clone();
             groups.push(group);
         }
     }
