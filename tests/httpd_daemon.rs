@@ -602,3 +602,80 @@ fn a_group_declared_in_a_virtual_host_serves_only_hosts_of_its_name_as_the_c_mod
         apache.wait_for_log(refused);
     }
 }
+
+#[test]
+fn a_request_that_did_not_come_through_apache_is_refused_by_the_daemon() {
+    use std::io::{Read as _, Write as _};
+    // A script that would leave a mark if a daemon ran it.
+    let dir = std::env::temp_dir().join(format!("rwsgi-forged-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mark = dir.join("ran");
+    let script = dir.join("forged.py");
+    std::fs::write(
+        &script,
+        format!(
+            "open({:?}, 'w').close()\napplication = None\n",
+            mark.display().to_string()
+        ),
+    )
+    .unwrap();
+    let apache = one_group("threads=1");
+    assert_eq!(apache.get("/").status, 200);
+    let socket = std::fs::read_dir(&apache.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sock"))
+        .expect("the group's socket");
+    // What a local process could send: a request frame naming the script, with no token or a guessed one.
+    let frame = |token: Option<&str>| {
+        let mut vars = vec![
+            ("REQUEST_METHOD", "GET".to_owned()),
+            ("mod_wsgi.x-script", script.display().to_string()),
+            ("mod_wsgi.process_group", "site".to_owned()),
+            ("mod_wsgi.application_group", "".to_owned()),
+            ("mod_wsgi.callable_object", "application".to_owned()),
+        ];
+        if let Some(token) = token {
+            vars.push(("mod_wsgi.x-magic", token.to_owned()));
+        }
+        let mut payload = (vars.len() as u32).to_be_bytes().to_vec();
+        for (name, value) in &vars {
+            for field in [name.as_bytes(), value.as_bytes()] {
+                payload.extend_from_slice(&(field.len() as u32).to_be_bytes());
+                payload.extend_from_slice(field);
+            }
+        }
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(&[3, 0, 0, 0, 0]);
+        frame
+    };
+    for (token, logged) in [
+        (
+            None,
+            "Request origin could not be validated; missing magic token.",
+        ),
+        (
+            Some("0123456789abcdef0123456789abcdef"),
+            "Request origin could not be validated; magic token mismatch.",
+        ),
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.write_all(&frame(token)).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "the daemon answered {answer:?}");
+        apache.wait_for_log(logged);
+        assert!(!mark.exists(), "the daemon ran the forged request's script");
+    }
+    assert_eq!(apache.get("/").status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

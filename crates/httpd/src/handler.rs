@@ -349,6 +349,7 @@ fn run(
             crate::daemon::process::SCRIPT_KEY,
             target.script.as_os_str().as_encoded_bytes(),
         );
+        vars.set(crate::daemon::origin::TOKEN_KEY, plan.secret.to_hex());
         return crate::daemon::client::forward(request, &plan, &vars, error_override);
     }
     let key = AppKey {

@@ -4,6 +4,7 @@
 //! - [`options`]: the directive's options and mod_wsgi's defaults.
 //! - [`wire`]: the framing of a request and its response over the group's UNIX socket.
 //! - [`client`]: the Apache child's side: connect, send the environ and body, relay the response.
+//! - [`origin`]: each group's secret, which proves that a request comes from one of Apache's children.
 //! - [`script_owner`]: `script-user`/`script-group`, checked before a request is handed over.
 //! - [`process`]: a daemon process's life: its identity and limits, Python, the thread pool serving
 //!   the socket, and its stop.
@@ -13,6 +14,7 @@
 
 pub(crate) mod client;
 pub(crate) mod options;
+pub(crate) mod origin;
 pub(crate) mod process;
 pub(crate) mod script_owner;
 pub(crate) mod wire;
@@ -33,6 +35,8 @@ pub(crate) struct GroupPlan {
     pub(crate) socket: PathBuf,
     /// Apache's `Timeout`, the socket timeout unless `socket-timeout` is given.
     pub(crate) apache_timeout: std::time::Duration,
+    /// What every request to the group carries, to show it comes from one of Apache's children.
+    pub(crate) secret: origin::Secret,
 }
 
 impl GroupPlan {
@@ -58,6 +62,17 @@ pub(crate) fn find(name: &str) -> Option<Arc<GroupPlan>> {
         .iter()
         .find(|g| g.group.name == name)
         .cloned()
+}
+
+/// In a daemon process: forgets every other group's secret, so that its application cannot reach the
+/// other groups' daemons (which may run as other users) with requests of its own making.
+pub(crate) fn forget_other_secrets(own: &GroupPlan) {
+    let plan = PLAN.read().unwrap_or_else(|p| p.into_inner());
+    for other in plan.iter().flat_map(|plan| plan.iter()) {
+        if other.group.name != own.group.name {
+            other.secret.wipe();
+        }
+    }
 }
 
 /// A user's id from `name` or `#uid`, as mod_wsgi's options take it.

@@ -23,6 +23,7 @@ use rwsgi_engine::{
 };
 use rwsgi_pool::{Names, Pool, PoolOptions, Recycle};
 
+use super::origin;
 use super::wire::{self, Kind};
 use super::GroupPlan;
 use crate::ffi::Server;
@@ -106,6 +107,7 @@ fn serve(start: Start<'_>) -> Result<(), String> {
     stop_signals()
         .thread_block()
         .map_err(|err| format!("cannot block signals: {err}"))?;
+    crate::daemon::forget_other_secrets(&plan);
     become_identity(&plan)?;
     if backoff {
         // A process that keeps dying at start-up must not spin: it was restarted within a second.
@@ -368,6 +370,8 @@ fn accept_loop(
                     return;
                 }
             }
+            // A request of unproven origin was logged as such when it was refused.
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {}
             Err(err) => log(&format!("Unable to read request from Apache: {err}")),
         }
     }
@@ -394,6 +398,11 @@ fn receive(
             ))
         }
     };
+    if let Err(refusal) = origin::check(&plan.secret, vars.get(origin::TOKEN_KEY)) {
+        // Not from one of Apache's children: nothing of it runs, and the connection closes unanswered.
+        log_at(crate::ffi::Level::Alert, refusal);
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal));
+    }
     let micros = |at: SystemTime| {
         at.duration_since(UNIX_EPOCH)
             .unwrap_or_default()

@@ -86,8 +86,18 @@ pub(super) unsafe fn start(
     // SAFETY: the pool is live.
     let prefix = unsafe { socket_prefix(pconf, &main) };
     let pid = std::process::id();
+    // SAFETY: the main server's process record and its pool live as long as Apache.
+    let process_pool = unsafe { (*(*server).process).pool };
+    // SAFETY: the process pool is live; its notes were written by an earlier load of this library.
+    let mut secrets = unsafe { remembered_secrets(process_pool) };
     let mut plan = Plan::new();
     for group in groups {
+        let secret = match secrets.remove(&group.name) {
+            Some(secret) => secret,
+            None => daemon::origin::Secret::generate().map_err(|err| {
+                format!("mod_wsgi: cannot make a secret for daemon groups: {err}")
+            })?,
+        };
         let (uid, gid, supplementary) = daemon::resolve_identity(&group, apache_uid, apache_gid)?;
         let socket = PathBuf::from(format!(
             "{}.{pid}.u{uid}.{}.sock",
@@ -101,10 +111,11 @@ pub(super) unsafe fn start(
             groups: supplementary,
             socket,
             apache_timeout,
+            secret,
         }));
     }
-    // SAFETY: the main server's process record and its pool live as long as Apache.
-    let process_pool = unsafe { (*(*server).process).pool };
+    // SAFETY: as above.
+    unsafe { remember_secrets(process_pool, &plan) };
     let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
     let parent = parent.get_or_insert_with(|| Parent {
         pid,
@@ -204,6 +215,80 @@ unsafe fn socket_prefix(pconf: *mut sys::apr_pool_t, main: &Server<'_>) -> PathB
         // SAFETY: as above.
         None => relative(unsafe { sys::ap_runtime_dir_relative(pconf, c"wsgi".as_ptr()) })
             .unwrap_or_else(|| PathBuf::from("/var/run/apache2/wsgi")),
+    }
+}
+
+/// The process pool's note of each group's secret: `HEX NAME` lines. A group keeps its secret across
+/// restarts, so that a child of the last generation, finishing a request, still reaches its group's new
+/// daemons (which take connections from the same socket).
+const SECRETS_NOTE: &std::ffi::CStr = c"rwsgi:mod_wsgi:daemon-secrets";
+
+/// The note of the secrets, if an earlier load of this library wrote one.
+///
+/// # Safety
+/// `pool` is Apache's live process pool.
+unsafe fn secrets_note(pool: *mut sys::apr_pool_t) -> Option<&'static mut [u8]> {
+    let mut note: *mut c_void = std::ptr::null_mut();
+    // SAFETY: reads the pool's note, a NUL-terminated pool string if present, which lives as long as
+    // the pool (all of Apache's life) and which only this library reads or writes.
+    unsafe {
+        sys::apr_pool_userdata_get(&mut note, SECRETS_NOTE.as_ptr(), pool);
+        if note.is_null() {
+            return None;
+        }
+        let len = libc::strlen(note.cast());
+        Some(std::slice::from_raw_parts_mut(note.cast::<u8>(), len))
+    }
+}
+
+/// The secrets an earlier load of this library gave its groups, by group name.
+///
+/// # Safety
+/// `pool` is Apache's live process pool.
+unsafe fn remembered_secrets(
+    pool: *mut sys::apr_pool_t,
+) -> HashMap<String, daemon::origin::Secret> {
+    // SAFETY: the caller's contract.
+    let Some(note) = (unsafe { secrets_note(pool) }) else {
+        return HashMap::new();
+    };
+    std::str::from_utf8(note)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (hex, name) = line.split_once(' ')?;
+            Some((name.to_owned(), daemon::origin::Secret::from_hex(hex)?))
+        })
+        .collect()
+}
+
+/// Notes the plan's secrets where the next load of this library finds them, and blanks the last note.
+///
+/// # Safety
+/// `pool` is Apache's live process pool.
+unsafe fn remember_secrets(pool: *mut sys::apr_pool_t, plan: &Plan) {
+    // SAFETY: the caller's contract.
+    unsafe { forget_secrets_note(pool) };
+    let mut note: Vec<u8> = plan
+        .iter()
+        .flat_map(|p| format!("{} {}\n", p.secret.to_hex(), p.group.name).into_bytes())
+        .collect();
+    // SAFETY: the copy is the pool's, so it outlives this library; the key is a static string.
+    unsafe {
+        let copy = super::pool_str(pool, &note);
+        sys::apr_pool_userdata_setn(copy.cast(), SECRETS_NOTE.as_ptr(), None, pool);
+    }
+    note.fill(0);
+}
+
+/// Blanks the note of the secrets in this process's memory (a daemon keeps only its own group's).
+///
+/// # Safety
+/// `pool` is Apache's live process pool.
+unsafe fn forget_secrets_note(pool: *mut sys::apr_pool_t) {
+    // SAFETY: the caller's contract.
+    if let Some(note) = unsafe { secrets_note(pool) } {
+        note.fill(b' ');
     }
 }
 
@@ -411,6 +496,8 @@ unsafe fn become_daemon(
     }
     // SAFETY: `fd` was just duplicated and is owned by nothing else.
     let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: the main server's process record and its pool live for the whole process.
+    unsafe { forget_secrets_note((*(*server).process).pool) };
     // SAFETY: the main server lives for the whole process.
     let code = match unsafe { Server::from_raw(server) } {
         Some(server) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -52,6 +52,7 @@ pub(crate) mod status {
 /// Log levels of Apache's error log.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Level {
+    Alert,
     Error,
     Info,
 }
@@ -59,6 +60,7 @@ pub(crate) enum Level {
 impl Level {
     fn apache(self) -> c_int {
         (match self {
+            Level::Alert => sys::APLOG_ALERT,
             Level::Error => sys::APLOG_ERR,
             Level::Info => sys::APLOG_INFO,
         }) as c_int
