@@ -679,3 +679,118 @@ fn a_request_that_did_not_come_through_apache_is_refused_by_the_daemon() {
     assert_eq!(apache.get("/").status, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A chroot jail for daemons: the system's `/usr` and the Python installation bind-mounted into a directory
+/// of its own, unmounted when dropped (and only then are its own directories removed, one by one: never
+/// recursively, which would reach through a mount that failed to come down).
+struct Jail {
+    root: std::path::PathBuf,
+    mounts: Vec<std::path::PathBuf>,
+}
+
+impl Jail {
+    fn new() -> Jail {
+        let root = std::env::temp_dir().join(format!("rwsgi-jail-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("app")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
+        let prefix = python("import sys; print(sys.base_prefix)");
+        let mut jail = Jail {
+            root,
+            mounts: Vec::new(),
+        };
+        for host in ["/usr", prefix.trim()] {
+            let inside = jail.root.join(host.trim_start_matches('/'));
+            std::fs::create_dir_all(&inside).unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["--bind", host])
+                .arg(&inside)
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "bind-mounting {host} (tests run as root) failed"
+            );
+            jail.mounts.push(inside);
+        }
+        jail
+    }
+}
+
+impl Drop for Jail {
+    fn drop(&mut self) {
+        for inside in self.mounts.iter().rev() {
+            // A daemon still on its way out keeps the mount busy for a moment: retry, then detach it.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let umount = |lazy: bool| {
+                let mut command = std::process::Command::new("umount");
+                if lazy {
+                    command.arg("-l");
+                }
+                command.arg(inside).status().is_ok_and(|s| s.success())
+            };
+            while !umount(false) {
+                if Instant::now() > deadline {
+                    umount(true);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        for inside in &self.mounts {
+            // Empty once unmounted; `remove_dir` refuses anything else.
+            let mut dir = inside.as_path();
+            while dir != self.root && std::fs::remove_dir(dir).is_ok() {
+                dir = dir.parent().unwrap_or(&self.root);
+            }
+        }
+        let _ = std::fs::remove_file(self.root.join("app/app.wsgi"));
+        for name in ["lib", "lib64"] {
+            let _ = std::fs::remove_file(self.root.join(name));
+        }
+        let _ = std::fs::remove_dir(self.root.join("app"));
+        let _ = std::fs::remove_dir(&self.root);
+    }
+}
+
+#[test]
+fn a_chrooted_daemon_sees_the_script_and_document_root_from_inside_its_jail() {
+    let jail = Jail::new();
+    std::fs::write(
+        jail.root.join("app/app.wsgi"),
+        "import json, os\n\
+         def application(environ, start_response):\n    \
+         body = json.dumps({'file': __file__, 'script': environ['SCRIPT_FILENAME'],\n        \
+         'docroot': environ.get('DOCUMENT_ROOT'), 'top': sorted(os.listdir('/'))}).encode()\n    \
+         start_response('200 OK', [('Content-Type', 'application/json')])\n    return [body]\n",
+    )
+    .unwrap();
+    let j = jail.root.display();
+    let body = format!(
+        "DocumentRoot {j}/app\n\
+         WSGIDaemonProcess jailed threads=1 chroot={j}\n\
+         WSGIScriptAlias /inside {j}/app/app.wsgi process-group=jailed\n\
+         WSGIScriptAlias /outside @REPO@/tests/apps/daemon_probe.py process-group=jailed\n\
+         <Directory {j}/app>\n    Require all granted\n</Directory>\n{ACCESS}"
+    );
+    for module in [our_module(), crate::httpd_parity::c_module()] {
+        let shown = module.display();
+        let apache = Apache::start_with(Setup {
+            module: module.clone(),
+            ..Setup::new(&body)
+        });
+        let inside = apache.get("/inside");
+        assert_eq!(inside.status, 200, "{shown}:\n{}", apache.error_log());
+        let seen = inside.json();
+        assert_eq!(seen["file"], "/app/app.wsgi", "{shown}");
+        assert_eq!(seen["script"], "/app/app.wsgi", "{shown}");
+        assert_eq!(seen["docroot"], "/app", "{shown}");
+        assert!(
+            seen["top"].as_array().unwrap().iter().any(|d| d == "app"),
+            "{shown}: {seen}"
+        );
+        // The daemon refuses it without an answer; the child reports a bad gateway.
+        assert_eq!(apache.get("/outside").status, 502, "{shown}");
+        apache.wait_for_log("is not located within chroot directory");
+    }
+}

@@ -105,6 +105,11 @@ impl CgiVars {
             .map(|(_, v)| &self.text[v.clone()])
     }
 
+    /// Removes `key`, if set.
+    pub fn remove(&mut self, key: &str) {
+        self.vars.retain(|(k, _)| k != key);
+    }
+
     /// Every variable, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.vars.iter().map(|(k, v)| (&**k, &self.text[v.clone()]))

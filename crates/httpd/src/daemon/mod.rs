@@ -3,6 +3,7 @@
 //!
 //! - [`options`]: the directive's options and mod_wsgi's defaults.
 //! - [`wire`]: the framing of a request and its response over the group's UNIX socket.
+//! - [`chroot`]: the paths a request names, as a daemon in a `chroot` sees them.
 //! - [`client`]: the Apache child's side: connect, send the environ and body, relay the response.
 //! - [`origin`]: each group's secret, which proves that a request comes from one of Apache's children.
 //! - [`script_owner`]: `script-user`/`script-group`, checked before a request is handed over.
@@ -12,6 +13,7 @@
 //! Apache's parent forks the daemons and restarts them (`crate::ffi::daemons`, the unsafe part); it
 //! publishes here, as a [`Plan`], what its children need to reach them.
 
+pub(crate) mod chroot;
 pub(crate) mod client;
 pub(crate) mod options;
 pub(crate) mod origin;

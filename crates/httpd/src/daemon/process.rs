@@ -23,9 +23,9 @@ use rwsgi_engine::{
 };
 use rwsgi_pool::{Names, Pool, PoolOptions, Recycle};
 
-use super::origin;
 use super::wire::{self, Kind};
 use super::GroupPlan;
+use super::{chroot, origin};
 use crate::ffi::Server;
 use crate::python::{self, AppKey};
 
@@ -370,7 +370,7 @@ fn accept_loop(
                     return;
                 }
             }
-            // A request of unproven origin was logged as such when it was refused.
+            // A request refused for its origin or its script's place was logged as such.
             Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {}
             Err(err) => log(&format!("Unable to read request from Apache: {err}")),
         }
@@ -402,6 +402,13 @@ fn receive(
         // Not from one of Apache's children: nothing of it runs, and the connection closes unanswered.
         log_at(crate::ffi::Level::Alert, refusal);
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal));
+    }
+    if let Some(root) = &plan.group.chroot {
+        if let Err(refusal) = chroot::relocate(root, &mut vars, SCRIPT_KEY) {
+            // Unanswered, as from the C module: the client gets the child's 502.
+            log(&refusal);
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal));
+        }
     }
     let micros = |at: SystemTime| {
         at.duration_since(UNIX_EPOCH)
