@@ -528,24 +528,11 @@ fn script_user_and_script_group_refuse_what_they_do_not_own_as_the_c_mod_wsgi_do
                 assert_eq!(response.body, b"served");
             }
             if let Some(message) = logged {
-                wait_for_another(&apache, message, before);
+                apache.wait_for_more_in_log(message, before);
             }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Waits (bounded) until `message` is in the error log more than `before` times.
-fn wait_for_another(apache: &Apache, message: &str, before: usize) {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while apache.error_log().matches(message).count() <= before {
-        assert!(
-            Instant::now() < deadline,
-            "{message:?} was not logged again:\n{}",
-            apache.error_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -181,15 +181,20 @@ CustomLog "{dir}/access.log" common
 
     /// Waits (bounded) until the error log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_more_in_log(needle, 0)
+    }
+
+    /// Waits (bounded) until `needle` is in the error log more than `before` times.
+    pub fn wait_for_more_in_log(&self, needle: &str, before: usize) -> String {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             let log = self.error_log();
-            if log.contains(needle) {
+            if log.matches(needle).count() > before {
                 return log;
             }
             assert!(
                 Instant::now() < deadline,
-                "{needle:?} never appeared in the error log:\n{log}"
+                "{needle:?} did not appear in the error log (again):\n{log}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
