@@ -840,3 +840,46 @@ fn reload_required_hook_and_a_lost_mtime_reload_the_script() {
     assert_ne!(id(), second, "a module without __mtime__ is loaded again");
     let _ = std::fs::remove_dir_all(flags);
 }
+
+#[test]
+fn server_metrics_show_apache_s_scoreboard_as_the_c_mod_wsgi_does() {
+    let body = "WSGIServerMetrics On\n\
+                WSGIScriptAlias /on @REPO@/tests/apps/server_metrics.py\n\
+                WSGIDaemonProcess metrics threads=2 server-metrics=On\n\
+                WSGIScriptAlias /daemon @REPO@/tests/apps/server_metrics.py process-group=metrics\n\
+                <Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n";
+    let mut seen = Vec::new();
+    for module in [our_module(), crate::httpd_parity::c_module()] {
+        let apache = Apache::start_with(Setup {
+            module: module.clone(),
+            ..Setup::new(body)
+        });
+        let shown = module.display();
+        let embedded = apache.get("/on").json();
+        assert_eq!(embedded["serving_me"], 1, "{shown}: {embedded}");
+        assert_eq!(embedded["processes"], embedded["server_limit"], "{shown}");
+        assert_eq!(
+            embedded["workers_per_process"],
+            serde_json::json!([embedded["thread_limit"]]),
+            "{shown}"
+        );
+        assert_eq!(embedded["clock_skew"], true, "{shown}");
+        let daemon = apache.get("/daemon").json();
+        // The child worker relaying this request to the daemon is the one sending.
+        assert_eq!(daemon["serving_me"], 1, "{shown}: {daemon}");
+        seen.push((
+            embedded["types"].clone(),
+            embedded["process_types"].clone(),
+            embedded["worker_types"].clone(),
+            embedded["requests_shown"].clone(),
+            daemon.is_null(),
+        ));
+    }
+    assert_eq!(seen[0], seen[1], "ours, then the C module's");
+    // Off unless asked for.
+    let apache = Apache::start(
+        "WSGIScriptAlias /off @REPO@/tests/apps/server_metrics.py\n\
+         <Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n",
+    );
+    assert_eq!(apache.get("/off").json(), serde_json::Value::Null);
+}

@@ -38,7 +38,7 @@ fn main() {
         ])
         .allowlist_function("ap_.*|apr_.*")
         .allowlist_type("authn_provider|authz_provider|apr_table_entry_t|request_rec|conn_rec|server_rec|module|command_rec|cmd_parms|process_rec")
-        .allowlist_var("ap_unixd_config|ap_server_conf|MODULE_MAGIC_.*|AP_.*|APR_.*|OR_.*|ACCESS_CONF|RSRC_CONF|EXEC_ON_READ|OPT_.*|HTTP_.*|OK|DECLINED|DONE|APLOG_.*|REQUEST_.*|M_.*")
+        .allowlist_var("ap_unixd_config|ap_server_conf|MODULE_MAGIC_.*|AP_.*|APR_.*|OR_.*|ACCESS_CONF|RSRC_CONF|EXEC_ON_READ|OPT_.*|HTTP_.*|OK|DECLINED|DONE|APLOG_.*|REQUEST_.*|M_.*|SERVER_DEAD|SERVER_IDLE_KILL")
         .default_enum_style(bindgen::EnumVariation::Consts)
         .derive_default(true)
         .layout_tests(true)

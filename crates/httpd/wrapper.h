@@ -16,3 +16,4 @@
 #include <http_ssl.h>
 #include <unixd.h>
 #include <ap_listen.h>
+#include <scoreboard.h>

@@ -25,6 +25,7 @@ mod metrics;
 mod pyapi;
 mod request;
 pub mod restrict;
+mod scoreboard;
 mod start_response;
 pub mod subinterp;
 mod traceback;
@@ -44,6 +45,7 @@ pub use host::{
 };
 pub use pyapi::{current_thread_ident, interrupt_thread, process_stopping, MOD_WSGI_API_VERSION};
 pub use request::{HookValue, Inline, Outcome, Request};
+pub use scoreboard::{show_scoreboard, ProcessScore, Scoreboard, ScoreboardSource, WorkerScore};
 pub use subinterp::SubInterpreter;
 
 mod error;

@@ -187,11 +187,11 @@ fn process_metrics(py: Python<'_>) -> PyResult<Option<Bound<'_, PyDict>>> {
         .transpose()
 }
 
-/// `mod_wsgi.server_metrics()`: always `None`, as mod_wsgi answers when its Apache scoreboard view is not
-/// enabled (`WSGIServerMetrics`); rwsgi has no scoreboard to show.
+/// `mod_wsgi.server_metrics()`: the host's scoreboard (Apache's, when `WSGIServerMetrics On` or the daemon
+/// group's `server-metrics=On`), else `None`, as mod_wsgi answers.
 #[pyfunction]
-fn server_metrics() -> Option<()> {
-    None
+fn server_metrics(py: Python<'_>) -> PyResult<Option<Bound<'_, PyDict>>> {
+    crate::scoreboard::server_metrics(py)
 }
 
 /// The module's `__getattr__` (PEP 562), called only for names not set on it: `active_requests` is made

@@ -139,6 +139,8 @@ pub(crate) struct PythonSettings {
     pub(crate) restrict_stdin: Option<bool>,
     pub(crate) restrict_stdout: Option<bool>,
     pub(crate) restrict_signal: Option<bool>,
+    /// `WSGIServerMetrics`: `mod_wsgi.server_metrics()` shows Apache's scoreboard (embedded mode).
+    pub(crate) server_metrics: Option<bool>,
 }
 
 /// `WSGIPythonHashSeed`: `random` or a number.
@@ -263,6 +265,7 @@ pub(crate) fn apply(
         Name::RestrictStdin => python.restrict_stdin = Some(flag(args)?),
         Name::RestrictStdout => python.restrict_stdout = Some(flag(args)?),
         Name::RestrictSignal => python.restrict_signal = Some(flag(args)?),
+        Name::ServerMetrics => python.server_metrics = Some(flag(args)?),
         Name::ApplicationGroup => {
             scoped.application_group = Some(group_name(one(args)?, "application")?)
         }
@@ -363,7 +366,6 @@ pub(crate) fn apply(
         Name::VerboseDebugging
         | Name::PythonEggs
         | Name::CaseSensitivity
-        | Name::ServerMetrics
         | Name::PerInterpreterGil
         | Name::FreeThreading => {
             // Accepted for compatibility; none changes how requests are served here.

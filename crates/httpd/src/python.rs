@@ -108,6 +108,9 @@ fn restrictions(settings: &PythonSettings) -> Restrictions {
 pub(crate) fn child_init(server: &Server<'_>) {
     let (threads, processes) = ffi::mpm_limits();
     let settings = server.config().python.clone();
+    if settings.server_metrics == Some(true) {
+        rwsgi_engine::show_scoreboard(ffi::scoreboard::snapshot);
+    }
     start(
         server,
         &settings,

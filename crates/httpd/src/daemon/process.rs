@@ -108,6 +108,9 @@ fn serve(start: Start<'_>) -> Result<(), String> {
         .thread_block()
         .map_err(|err| format!("cannot block signals: {err}"))?;
     crate::daemon::forget_other_secrets(&plan);
+    if group.server_metrics {
+        rwsgi_engine::show_scoreboard(crate::ffi::scoreboard::snapshot);
+    }
     become_identity(&plan)?;
     if backoff {
         // A process that keeps dying at start-up must not spin: it was restarted within a second.

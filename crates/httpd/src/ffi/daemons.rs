@@ -3,7 +3,8 @@
 //!
 //! Apache's parent never runs Python. In `post_config` (the real pass, not the dry run before it) it
 //! makes each group's listening socket, publishes the groups for the children it is about to fork, and
-//! forks each group's processes; each new process leaves Apache's code at once for
+//! forks each group's processes (on the first start from the last `pre_mpm` hook instead, once Apache
+//! has made the scoreboard the daemons show through `mod_wsgi.server_metrics()`); each new process leaves Apache's code at once for
 //! [`crate::daemon::process::run`] and never returns. APR's "other child" registry tells the parent when
 //! one dies (it starts another in its slot) and forgets them with the configuration pool; that pool's
 //! cleanup asks the generation's daemons to stop.
@@ -154,9 +155,25 @@ pub(super) unsafe fn start(
     else {
         return Ok(());
     };
-    for index in 0..generation.slots.len() {
-        // SAFETY: the generation's pool and server are live; the parent is single-threaded.
-        unsafe { spawn(generation, index, sockets) };
+    // SAFETY: a plain query of Apache's state.
+    if unsafe { sys::ap_exists_scoreboard_image() } == 0 {
+        // The first start: Apache makes its scoreboard after this hook, and a daemon forked now would never
+        // see it (`mod_wsgi.server_metrics()`). As mod_wsgi does, they are forked from the last `pre_mpm`
+        // hook, which runs once the scoreboard exists. On a restart the scoreboard is kept: they start now.
+        // SAFETY: registers a function of this library, which stays loaded until the hooks are cleared.
+        unsafe {
+            sys::ap_hook_pre_mpm(
+                Some(start_deferred),
+                std::ptr::null(),
+                std::ptr::null(),
+                sys::APR_HOOK_REALLY_LAST as c_int,
+            )
+        };
+    } else {
+        for index in 0..generation.slots.len() {
+            // SAFETY: the generation's pool and server are live; the parent is single-threaded.
+            unsafe { spawn(generation, index, sockets) };
+        }
     }
     // SAFETY: the pool is live; the cleanup runs when it is cleared (restart) or destroyed (stop).
     unsafe {
@@ -168,6 +185,26 @@ pub(super) unsafe fn start(
         );
     }
     Ok(())
+}
+
+/// `pre_mpm`, on Apache's first start: forks the daemons of the generation [`start`] prepared.
+unsafe extern "C" fn start_deferred(
+    _pool: *mut sys::apr_pool_t,
+    _scoreboard: sys::ap_scoreboard_e,
+) -> c_int {
+    let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(Parent {
+        sockets,
+        generation: Some(generation),
+        ..
+    }) = parent.as_mut()
+    {
+        for index in 0..generation.slots.len() {
+            // SAFETY: the generation's pool and server are live; the parent is single-threaded.
+            unsafe { spawn(generation, index, sockets) };
+        }
+    }
+    sys::OK as c_int
 }
 
 /// Every server's groups, numbered; a name may be used once in the whole configuration.

@@ -12,6 +12,7 @@
 pub(crate) mod bindings;
 mod daemons;
 mod module;
+pub(crate) mod scoreboard;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
