@@ -667,9 +667,11 @@ fn a_request_that_did_not_come_through_apache_is_refused_by_the_daemon() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A chroot jail for daemons: the system's `/usr` and the Python installation bind-mounted into a directory
-/// of its own, unmounted when dropped (and only then are its own directories removed, one by one: never
-/// recursively, which would reach through a mount that failed to come down).
+/// A chroot jail for daemons: the system's `/usr` and the Python installation bind-mounted, read-only, into
+/// a directory of its own. The mounts are made in a mount namespace of the test's thread alone (Apache,
+/// started from it, shares it), so no other process ever sees them and they vanish with their last
+/// process even if this one is killed. When dropped they are unmounted, and only then are the jail's own
+/// directories removed, one by one: never recursively, which would reach through a mount still in place.
 struct Jail {
     root: std::path::PathBuf,
     mounts: Vec<std::path::PathBuf>,
@@ -677,7 +679,25 @@ struct Jail {
 
 impl Jail {
     fn new() -> Jail {
+        // SAFETY: unshare only changes which mount namespace (and cwd/root/umask block) this thread uses.
+        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+        assert_eq!(
+            unshared,
+            0,
+            "unshare(CLONE_NEWNS) (tests run as root): {}",
+            std::io::Error::last_os_error()
+        );
+        let private = std::process::Command::new("mount")
+            .args(["--make-rprivate", "/"])
+            .status()
+            .unwrap();
+        assert!(private.success(), "mount --make-rprivate /");
         let root = std::env::temp_dir().join(format!("rwsgi-jail-{}", std::process::id()));
+        assert!(
+            !root.exists(),
+            "{} is left from an earlier run",
+            root.display()
+        );
         std::fs::create_dir_all(root.join("app")).unwrap();
         std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
         std::os::unix::fs::symlink("usr/lib64", root.join("lib64")).unwrap();
@@ -686,18 +706,25 @@ impl Jail {
             root,
             mounts: Vec::new(),
         };
-        for host in ["/usr", prefix.trim()] {
+        let prefix = prefix.trim();
+        assert!(prefix.len() > 1, "Python's prefix is {prefix:?}");
+        // A prefix under /usr comes with it.
+        let hosts = std::iter::once("/usr").chain((!prefix.starts_with("/usr/")).then_some(prefix));
+        for host in hosts {
             let inside = jail.root.join(host.trim_start_matches('/'));
             std::fs::create_dir_all(&inside).unwrap();
-            let status = std::process::Command::new("mount")
-                .args(["--bind", host])
-                .arg(&inside)
-                .status()
-                .unwrap();
-            assert!(
-                status.success(),
-                "bind-mounting {host} (tests run as root) failed"
-            );
+            for args in [vec!["--bind", host], vec!["-o", "remount,bind,ro"]] {
+                let status = std::process::Command::new("mount")
+                    .args(&args)
+                    .arg(&inside)
+                    .status()
+                    .unwrap();
+                assert!(
+                    status.success(),
+                    "mount {args:?} {} failed",
+                    inside.display()
+                );
+            }
             jail.mounts.push(inside);
         }
         jail
@@ -780,4 +807,21 @@ fn a_chrooted_daemon_sees_the_script_and_document_root_from_inside_its_jail() {
         assert_eq!(apache.get("/outside").status, 502, "{shown}");
         apache.wait_for_log("is not located within chroot directory");
     }
+}
+
+#[test]
+fn a_daemon_holds_its_own_group_s_socket_and_no_other() {
+    let apache = Apache::start(&format!(
+        "WSGIDaemonProcess one threads=1\n\
+         WSGIDaemonProcess two threads=1\n\
+         WSGIScriptAlias /one @REPO@/tests/apps/held_sockets.py process-group=one\n\
+         WSGIScriptAlias /two @REPO@/tests/apps/held_sockets.py process-group=two\n\
+         {ACCESS}"
+    ));
+    let one = apache.get("/one").json();
+    let two = apache.get("/two").json();
+    let (one, two) = (&one["sockets"], &two["sockets"]);
+    assert_eq!(one.as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(two.as_array().map(Vec::len), Some(1), "{two}");
+    assert_ne!(one, two);
 }

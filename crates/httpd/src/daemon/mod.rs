@@ -57,6 +57,11 @@ pub(crate) fn publish(plan: Plan) {
     *PLAN.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(plan));
 }
 
+/// Forgets the groups of a generation that has ended.
+pub(crate) fn unpublish() {
+    *PLAN.write().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
 /// The group called `name`, if this generation has one.
 pub(crate) fn find(name: &str) -> Option<Arc<GroupPlan>> {
     let plan = PLAN.read().unwrap_or_else(|p| p.into_inner());

@@ -374,11 +374,16 @@ fn accept_loop(
                 }
             }
             // A request refused for its origin or its script's place was logged as such.
-            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {}
+            Err(err) if err.get_ref().is_some_and(|inner| inner.is::<Refused>()) => {}
             Err(err) => log(&format!("Unable to read request from Apache: {err}")),
         }
     }
 }
+
+/// A request the daemon would not serve, and has logged why.
+#[derive(Debug, thiserror::Error)]
+#[error("request refused")]
+struct Refused;
 
 /// Reads a connection's request frame and makes the engine's request of it; the instant is when the
 /// request reached Apache, for `queue-timeout`.
@@ -404,13 +409,13 @@ fn receive(
     if let Err(refusal) = origin::check(&plan.secret, vars.get(origin::TOKEN_KEY)) {
         // Not from one of Apache's children: nothing of it runs, and the connection closes unanswered.
         log_at(crate::ffi::Level::Alert, refusal);
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal));
+        return Err(io::Error::other(Refused));
     }
     if let Some(root) = &plan.group.chroot {
         if let Err(refusal) = chroot::relocate(root, &mut vars, SCRIPT_KEY) {
             // Unanswered, as from the C module: the client gets the child's 502.
             log(&refusal);
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, refusal));
+            return Err(io::Error::other(Refused));
         }
     }
     let micros = |at: SystemTime| {

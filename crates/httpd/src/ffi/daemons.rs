@@ -90,10 +90,10 @@ pub(super) unsafe fn start(
     // SAFETY: the main server's process record and its pool live as long as Apache.
     let process_pool = unsafe { (*(*server).process).pool };
     // SAFETY: the process pool is live; its notes were written by an earlier load of this library.
-    let mut secrets = unsafe { remembered_secrets(process_pool) };
+    let secrets = unsafe { remembered_secrets(process_pool) };
     let mut plan = Plan::new();
     for group in groups {
-        let secret = match secrets.remove(&group.name) {
+        let secret = match secrets.get(&group.name).cloned() {
             Some(secret) => secret,
             None => daemon::origin::Secret::generate().map_err(|err| {
                 format!("mod_wsgi: cannot make a secret for daemon groups: {err}")
@@ -114,6 +114,9 @@ pub(super) unsafe fn start(
             apache_timeout,
             secret,
         }));
+    }
+    for secret in secrets.values() {
+        secret.wipe();
     }
     // SAFETY: as above.
     unsafe { remember_secrets(process_pool, &plan) };
@@ -192,18 +195,21 @@ unsafe extern "C" fn start_deferred(
     _pool: *mut sys::apr_pool_t,
     _scoreboard: sys::ap_scoreboard_e,
 ) -> c_int {
-    let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(Parent {
-        sockets,
-        generation: Some(generation),
-        ..
-    }) = parent.as_mut()
-    {
-        for index in 0..generation.slots.len() {
-            // SAFETY: the generation's pool and server are live; the parent is single-threaded.
-            unsafe { spawn(generation, index, sockets) };
+    // A panic must not unwind into Apache.
+    let _ = std::panic::catch_unwind(|| {
+        let mut parent = PARENT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(Parent {
+            sockets,
+            generation: Some(generation),
+            ..
+        }) = parent.as_mut()
+        {
+            for index in 0..generation.slots.len() {
+                // SAFETY: the generation's pool and server are live; the parent is single-threaded.
+                unsafe { spawn(generation, index, sockets) };
+            }
         }
-    }
+    });
     sys::OK as c_int
 }
 
@@ -260,22 +266,27 @@ unsafe fn socket_prefix(pconf: *mut sys::apr_pool_t, main: &Server<'_>) -> PathB
 /// daemons (which take connections from the same socket).
 const SECRETS_NOTE: &std::ffi::CStr = c"rwsgi:mod_wsgi:daemon-secrets";
 
-/// The note of the secrets, if an earlier load of this library wrote one.
+/// Calls `with` on the note of the secrets, if an earlier load of this library wrote one.
 ///
 /// # Safety
 /// `pool` is Apache's live process pool.
-unsafe fn secrets_note(pool: *mut sys::apr_pool_t) -> Option<&'static mut [u8]> {
+unsafe fn with_secrets_note<T>(
+    pool: *mut sys::apr_pool_t,
+    with: impl FnOnce(&mut [u8]) -> T,
+) -> Option<T> {
     let mut note: *mut c_void = std::ptr::null_mut();
     // SAFETY: reads the pool's note, a NUL-terminated pool string if present, which lives as long as
-    // the pool (all of Apache's life) and which only this library reads or writes.
-    unsafe {
+    // the pool (all of Apache's life), which only this library reads or writes, and which the parent
+    // (single-threaded here) lends out for this call only.
+    let note = unsafe {
         sys::apr_pool_userdata_get(&mut note, SECRETS_NOTE.as_ptr(), pool);
         if note.is_null() {
             return None;
         }
         let len = libc::strlen(note.cast());
-        Some(std::slice::from_raw_parts_mut(note.cast::<u8>(), len))
-    }
+        std::slice::from_raw_parts_mut(note.cast::<u8>(), len)
+    };
+    Some(with(note))
 }
 
 /// The secrets an earlier load of this library gave its groups, by group name.
@@ -285,18 +296,18 @@ unsafe fn secrets_note(pool: *mut sys::apr_pool_t) -> Option<&'static mut [u8]> 
 unsafe fn remembered_secrets(
     pool: *mut sys::apr_pool_t,
 ) -> HashMap<String, daemon::origin::Secret> {
-    // SAFETY: the caller's contract.
-    let Some(note) = (unsafe { secrets_note(pool) }) else {
-        return HashMap::new();
+    let parse = |note: &mut [u8]| {
+        std::str::from_utf8(note)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let (hex, name) = line.split_once(' ')?;
+                Some((name.to_owned(), daemon::origin::Secret::from_hex(hex)?))
+            })
+            .collect()
     };
-    std::str::from_utf8(note)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let (hex, name) = line.split_once(' ')?;
-            Some((name.to_owned(), daemon::origin::Secret::from_hex(hex)?))
-        })
-        .collect()
+    // SAFETY: the caller's contract.
+    unsafe { with_secrets_note(pool, parse) }.unwrap_or_default()
 }
 
 /// Notes the plan's secrets where the next load of this library finds them, and blanks the last note.
@@ -306,14 +317,22 @@ unsafe fn remembered_secrets(
 unsafe fn remember_secrets(pool: *mut sys::apr_pool_t, plan: &Plan) {
     // SAFETY: the caller's contract.
     unsafe { forget_secrets_note(pool) };
-    let mut note: Vec<u8> = plan
-        .iter()
-        .flat_map(|p| format!("{} {}\n", p.secret.to_hex(), p.group.name).into_bytes())
-        .collect();
-    // SAFETY: the copy is the pool's, so it outlives this library; the key is a static string.
+    // Sized once and written in place: a grown buffer would leave copies of the secrets behind.
+    let size = plan.iter().map(|p| 34 + p.group.name.len()).sum();
+    let mut note: Vec<u8> = Vec::with_capacity(size);
+    for group in plan {
+        let mut hex = group.secret.to_hex().into_bytes();
+        note.extend_from_slice(&hex);
+        hex.fill(0);
+        note.push(b' ');
+        note.extend_from_slice(group.group.name.as_bytes());
+        note.push(b'\n');
+    }
+    // SAFETY: the copy is the pool's, so it outlives this library; APR copies the key (this library's
+    // static string goes when Apache unloads it at a restart).
     unsafe {
         let copy = super::pool_str(pool, &note);
-        sys::apr_pool_userdata_setn(copy.cast(), SECRETS_NOTE.as_ptr(), None, pool);
+        sys::apr_pool_userdata_set(copy.cast(), SECRETS_NOTE.as_ptr(), None, pool);
     }
     note.fill(0);
 }
@@ -324,9 +343,7 @@ unsafe fn remember_secrets(pool: *mut sys::apr_pool_t, plan: &Plan) {
 /// `pool` is Apache's live process pool.
 unsafe fn forget_secrets_note(pool: *mut sys::apr_pool_t) {
     // SAFETY: the caller's contract.
-    if let Some(note) = unsafe { secrets_note(pool) } {
-        note.fill(b' ');
-    }
+    unsafe { with_secrets_note(pool, |note| note.fill(b' ')) };
 }
 
 /// The process pool's note of the group sockets: `FD PATH` lines.
@@ -341,10 +358,11 @@ unsafe fn remember_sockets(pool: *mut sys::apr_pool_t, sockets: &HashMap<PathBuf
         .iter()
         .map(|(path, listener)| format!("{} {}\n", listener.as_raw_fd(), path.display()))
         .collect();
-    // SAFETY: the copy is the pool's, so it outlives this library; the key is a static string.
+    // SAFETY: the copy is the pool's, so it outlives this library; APR copies the key (this library's
+    // static string goes when Apache unloads it at a restart).
     unsafe {
         let copy = super::pool_str(pool, note.as_bytes());
-        sys::apr_pool_userdata_setn(copy.cast(), SOCKETS_NOTE.as_ptr(), None, pool);
+        sys::apr_pool_userdata_set(copy.cast(), SOCKETS_NOTE.as_ptr(), None, pool);
     }
 }
 
@@ -459,6 +477,14 @@ unsafe fn spawn(
     let status = unsafe { sys::apr_proc_fork(&mut slot.process, generation.pconf) };
     match status as u32 {
         sys::APR_INCHILD => {
+            // A daemon must not hold the other groups' sockets: its application could accept their
+            // requests. This process never drops `sockets` (it ends in `_exit`), so closing here is final.
+            for (path, other) in sockets {
+                if path != &group_plan.socket {
+                    // SAFETY: the descriptor is this process's inherited copy, used by nothing here.
+                    unsafe { libc::close(other.as_raw_fd()) };
+                }
+            }
             // SAFETY: the new process is single-threaded and about to leave Apache for good.
             unsafe { become_daemon(group_plan, listener.as_raw_fd(), generation.server, backoff) }
         }
@@ -668,6 +694,12 @@ unsafe extern "C" fn stop_generation(_data: *mut c_void) -> sys::apr_status_t {
         let Some(generation) = parent.generation.take() else {
             return;
         };
+        // The next generation takes its secrets from the note; the copies here and in the published plan
+        // (which outlives this library) must not be left for its daemons to inherit.
+        for group in generation.plan.iter() {
+            group.secret.wipe();
+        }
+        daemon::unpublish();
         for slot in &generation.slots {
             if slot.process.pid > 0 {
                 let _ = nix::sys::signal::kill(

@@ -28,8 +28,10 @@ pub(crate) fn snapshot() -> Option<Scoreboard> {
     let seconds = |time: sys::apr_time_t| time as f64 / 1e6;
     // SAFETY: a plain query of the clock.
     let now = unsafe { sys::apr_time_now() };
-    let processes = (0..global.server_limit)
-        .filter_map(|slot| process(slot, global.thread_limit))
+    // The limits come from memory every child may write: the MPM's own hard limits bound them.
+    let (server_limit, thread_limit) = hard_limits();
+    let processes = (0..global.server_limit.min(server_limit))
+        .filter_map(|slot| process(slot, global.thread_limit.min(thread_limit)))
         .collect();
     Some(Scoreboard {
         server_limit: global.server_limit.into(),
@@ -40,6 +42,17 @@ pub(crate) fn snapshot() -> Option<Scoreboard> {
         running_time: (now - global.restart_time) / 1_000_000,
         processes,
     })
+}
+
+/// The MPM's `ServerLimit` and `ThreadLimit`, the scoreboard's dimensions.
+fn hard_limits() -> (i32, i32) {
+    let (mut daemons, mut threads) = (0, 0);
+    // SAFETY: ap_mpm_query writes one int for these codes.
+    unsafe {
+        sys::ap_mpm_query(sys::AP_MPMQ_HARD_LIMIT_DAEMONS as i32, &mut daemons);
+        sys::ap_mpm_query(sys::AP_MPMQ_HARD_LIMIT_THREADS as i32, &mut threads);
+    }
+    (daemons, threads)
 }
 
 fn process(slot: i32, thread_limit: i32) -> Option<ProcessScore> {
