@@ -825,3 +825,45 @@ fn a_daemon_holds_its_own_group_s_socket_and_no_other() {
     assert_eq!(two.as_array().map(Vec::len), Some(1), "{two}");
     assert_ne!(one, two);
 }
+
+#[test]
+fn a_virtual_host_s_import_script_does_not_run_in_another_host_s_group() {
+    let dir = std::env::temp_dir().join(format!("rwsgi-imports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    // Each script leaves a mark named after itself when it runs.
+    for name in ["own", "foreign"] {
+        std::fs::write(
+            dir.join(format!("{name}.py")),
+            format!(
+                "open({:?}, 'w').close()\n",
+                dir.join(format!("{name}.ran")).display().to_string()
+            ),
+        )
+        .unwrap();
+    }
+    let d = dir.display();
+    let apache = Apache::start(&format!(
+        "<VirtualHost *:*>\n    ServerName one.test\n    WSGIDaemonProcess one threads=1\n    \
+         WSGIImportScript {d}/own.py process-group=one application-group=%{{GLOBAL}}\n    \
+         WSGIScriptAlias / @REPO@/tests/apps/daemon_probe.py process-group=one application-group=%{{GLOBAL}}\n\
+         </VirtualHost>\n\
+         <VirtualHost *:*>\n    ServerName two.test\n    WSGIDaemonProcess two threads=1\n    \
+         WSGIImportScript {d}/foreign.py process-group=one application-group=%{{GLOBAL}}\n\
+         </VirtualHost>\n\
+         <Directory {d}>\n    Require all granted\n</Directory>\n{ACCESS}"
+    ));
+    let response = apache.request("GET / HTTP/1.1\r\nHost: one.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(response.status, 200, "{}", apache.error_log());
+    wait_for_file(&dir.join("own.ran"), "the group's own import script");
+    apache.wait_for_log("WSGI process group 'one' not accessible");
+    assert!(
+        !dir.join("foreign.ran").exists(),
+        "another host's import script ran in group one"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -208,9 +208,32 @@ fn run_import_scripts(main: &Server<'_>) {
     let Some(Ok(child)) = CHILD.get() else {
         return;
     };
+    // A group declared in a virtual host runs only the import scripts of hosts that may use it (as the
+    // C module, which refuses the others when it reads the configuration).
+    let scope =
+        crate::daemon::find(&child.process_group).and_then(|p| p.group.virtual_host.clone());
     for current in main.with_own_configs() {
         let imports = current.config().import_scripts.iter();
         for import in imports.filter(|i| i.process_group == child.process_group) {
+            let config = std::ptr::from_ref(current.config()) as usize;
+            if scope
+                .as_ref()
+                .is_some_and(|scope| !scope.admits(config, current.hostname()))
+            {
+                ffi::log_server(
+                    Some(&current),
+                    Level::Error,
+                    &format!(
+                        "mod_wsgi (pid={}): WSGIImportScript '{}' of server '{}' not run: WSGI process \
+                         group '{}' not accessible.",
+                        std::process::id(),
+                        import.script.display(),
+                        current.hostname(),
+                        child.process_group
+                    ),
+                );
+                continue;
+            }
             let result =
                 interpreter_for(child, &import.application_group).and_then(|interpreter| {
                     let options = EngineOptions {
