@@ -124,10 +124,17 @@ fn serve(start: Start<'_>) -> Result<(), String> {
         ),
     );
     python::daemon_init(&server, group)?;
-    // To the process, not this thread (as `raise` would): only the main thread takes the signal.
-    let retire: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), RETIRE);
-    });
+    let accepting = Arc::new(AtomicBool::new(true));
+    let retire: Arc<dyn Fn() + Send + Sync> = {
+        let accepting = Arc::clone(&accepting);
+        Arc::new(move || {
+            // Stop taking connections now: the signal reaches the main thread a moment later (under
+            // load, after more requests than a limit allows).
+            accepting.store(false, Ordering::Release);
+            // To the process, not this thread (as `raise` would): only the main thread takes the signal.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), RETIRE);
+        })
+    };
     let pool = Pool::start(
         PoolOptions {
             threads: group.threads.max(1),
@@ -145,7 +152,6 @@ fn serve(start: Start<'_>) -> Result<(), String> {
     )
     .map_err(|err| format!("cannot start threads: {err}"))?;
     start_limits(&plan, &pool, &retire)?;
-    let accepting = Arc::new(AtomicBool::new(true));
     let acceptor = {
         let (accepting, submitter, plan) = (Arc::clone(&accepting), pool.submitter(), plan.clone());
         std::thread::Builder::new()
