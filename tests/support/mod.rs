@@ -217,13 +217,14 @@ fn pump(
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            // Logged before it is announced: a test that goes on at the announcement finds it in the log.
+            log.lock().unwrap().push_str(&line);
             if let (Some(tx), Some(addr)) = (
                 &ready,
                 line.trim_end().strip_prefix("rwsgi: listening on http://"),
             ) {
                 let _ = tx.send(addr.parse().unwrap());
             }
-            log.lock().unwrap().push_str(&line);
             line.clear();
         }
     });
