@@ -590,17 +590,21 @@ fn a_group_declared_in_a_virtual_host_serves_only_hosts_of_its_name_as_the_c_mod
     }
 }
 
+/// A fresh directory the daemons (www-data) may write marks into.
+fn scratch_dir_for_daemons(name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("rwsgi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
 #[test]
 fn a_request_that_did_not_come_through_apache_is_refused_by_the_daemon() {
     use std::io::{Read as _, Write as _};
     // A script that would leave a mark if a daemon ran it.
-    let dir = std::env::temp_dir().join(format!("rwsgi-forged-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let dir = scratch_dir_for_daemons("forged");
     let mark = dir.join("ran");
     let script = dir.join("forged.py");
     std::fs::write(
@@ -828,13 +832,7 @@ fn a_daemon_holds_its_own_group_s_socket_and_no_other() {
 
 #[test]
 fn a_virtual_host_s_import_script_does_not_run_in_another_host_s_group() {
-    let dir = std::env::temp_dir().join(format!("rwsgi-imports-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let dir = scratch_dir_for_daemons("imports");
     // Each script leaves a mark named after itself when it runs.
     for name in ["own", "foreign"] {
         std::fs::write(

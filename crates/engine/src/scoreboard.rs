@@ -111,7 +111,7 @@ pub(crate) fn server_metrics(py: Python<'_>) -> PyResult<Option<Bound<'_, PyDict
 }
 
 fn worker_dict<'py>(py: Python<'py>, worker: &WorkerScore) -> PyResult<Bound<'py, PyDict>> {
-    let latin1 = |bytes: &[u8]| bytes.iter().map(|&b| char::from(b)).collect::<String>();
+    let latin1 = |bytes: &[u8]| crate::cpython::latin1::to_str(py, bytes);
     let entry = PyDict::new(py);
     entry.set_item("thread_num", worker.thread_num)?;
     entry.set_item("generation", worker.generation)?;
@@ -121,8 +121,8 @@ fn worker_dict<'py>(py: Python<'py>, worker: &WorkerScore) -> PyResult<Bound<'py
     entry.set_item("start_time", worker.start_time)?;
     entry.set_item("stop_time", worker.stop_time)?;
     entry.set_item("last_used", worker.last_used)?;
-    entry.set_item("client", latin1(&worker.client))?;
-    entry.set_item("request", latin1(&worker.request))?;
-    entry.set_item("vhost", latin1(&worker.vhost))?;
+    entry.set_item("client", latin1(&worker.client)?)?;
+    entry.set_item("request", latin1(&worker.request)?)?;
+    entry.set_item("vhost", latin1(&worker.vhost)?)?;
     Ok(entry)
 }

@@ -458,10 +458,7 @@ fn admit_host(request: &Request<'_>, plan: &crate::daemon::GroupPlan) -> Result<
         return Ok(());
     };
     let server = request.server();
-    if scope.admits(
-        std::ptr::from_ref(server.config()) as usize,
-        server.hostname(),
-    ) {
+    if scope.admits(server.config_id(), server.hostname()) {
         return Ok(());
     }
     request.log(

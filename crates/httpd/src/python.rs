@@ -215,10 +215,9 @@ fn run_import_scripts(main: &Server<'_>) {
     for current in main.with_own_configs() {
         let imports = current.config().import_scripts.iter();
         for import in imports.filter(|i| i.process_group == child.process_group) {
-            let config = std::ptr::from_ref(current.config()) as usize;
             if scope
                 .as_ref()
-                .is_some_and(|scope| !scope.admits(config, current.hostname()))
+                .is_some_and(|scope| !scope.admits(current.config_id(), current.hostname()))
             {
                 ffi::log_server(
                     Some(&current),

@@ -219,7 +219,7 @@ fn collect_groups(main: &Server<'_>) -> Result<Vec<daemon::DaemonGroup>, String>
     for (index, server) in main.with_own_configs().into_iter().enumerate() {
         // The first is the main server itself.
         let virtual_host = (index > 0).then(|| daemon::options::VirtualHostScope {
-            config: std::ptr::from_ref(server.config()) as usize,
+            config: server.config_id(),
             server_name: server.hostname().to_owned(),
         });
         for group in &server.config().daemons {

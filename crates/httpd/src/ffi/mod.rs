@@ -133,14 +133,19 @@ pub(crate) fn log_server(server: Option<&Server<'_>>, level: Level, message: &st
 /// The MPM's limits: threads per child process and child processes at most (for `wsgi.multithread`,
 /// `wsgi.multiprocess` and the `mod_wsgi` module's figures).
 pub(crate) fn mpm_limits() -> (usize, usize) {
-    let (mut threads, mut daemons): (c_int, c_int) = (0, 0);
-    // SAFETY: ap_mpm_query writes one int for these codes; the MPM is loaded once the config is read.
-    unsafe {
-        sys::ap_mpm_query(sys::AP_MPMQ_MAX_THREADS as c_int, &mut threads);
-        sys::ap_mpm_query(sys::AP_MPMQ_MAX_DAEMONS as c_int, &mut daemons);
-    }
     let positive = |n: c_int| usize::try_from(n).unwrap_or(1).max(1);
-    (positive(threads), positive(daemons))
+    (
+        positive(mpm_query(sys::AP_MPMQ_MAX_THREADS)),
+        positive(mpm_query(sys::AP_MPMQ_MAX_DAEMONS)),
+    )
+}
+
+/// One of the MPM's figures (`AP_MPMQ_*` codes that answer a number); 0 if it has none.
+pub(crate) fn mpm_query(code: u32) -> c_int {
+    let mut value: c_int = 0;
+    // SAFETY: ap_mpm_query writes one int for these codes; the MPM is loaded once the config is read.
+    unsafe { sys::ap_mpm_query(code as c_int, &mut value) };
+    value
 }
 
 /// An Apache table (`apr_table_t`): ordered, case-insensitive keys, possibly repeated.
@@ -251,6 +256,12 @@ impl<'a> Server<'a> {
             server = current.next();
         }
         servers
+    }
+
+    /// The address of this server's module config: a virtual host with directives of its own has a config
+    /// of its own, one without shares the main server's. Compared, never followed.
+    pub(crate) fn config_id(&self) -> usize {
+        std::ptr::from_ref(self.config()) as usize
     }
 
     /// `ServerName` of this server.

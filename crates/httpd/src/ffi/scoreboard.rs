@@ -25,13 +25,17 @@ pub(crate) fn snapshot() -> Option<Scoreboard> {
         }
         std::ptr::read_volatile(global)
     };
-    let seconds = |time: sys::apr_time_t| time as f64 / 1e6;
     // SAFETY: a plain query of the clock.
     let now = unsafe { sys::apr_time_now() };
     // The limits come from memory every child may write: the MPM's own hard limits bound them.
-    let (server_limit, thread_limit) = hard_limits();
-    let processes = (0..global.server_limit.min(server_limit))
-        .filter_map(|slot| process(slot, global.thread_limit.min(thread_limit)))
+    let server_limit = global
+        .server_limit
+        .min(super::mpm_query(sys::AP_MPMQ_HARD_LIMIT_DAEMONS));
+    let thread_limit = global
+        .thread_limit
+        .min(super::mpm_query(sys::AP_MPMQ_HARD_LIMIT_THREADS));
+    let processes = (0..server_limit)
+        .filter_map(|slot| process(slot, thread_limit))
         .collect();
     Some(Scoreboard {
         server_limit: global.server_limit.into(),
@@ -44,15 +48,9 @@ pub(crate) fn snapshot() -> Option<Scoreboard> {
     })
 }
 
-/// The MPM's `ServerLimit` and `ThreadLimit`, the scoreboard's dimensions.
-fn hard_limits() -> (i32, i32) {
-    let (mut daemons, mut threads) = (0, 0);
-    // SAFETY: ap_mpm_query writes one int for these codes.
-    unsafe {
-        sys::ap_mpm_query(sys::AP_MPMQ_HARD_LIMIT_DAEMONS as i32, &mut daemons);
-        sys::ap_mpm_query(sys::AP_MPMQ_HARD_LIMIT_THREADS as i32, &mut threads);
-    }
-    (daemons, threads)
+/// An APR time (microseconds since the epoch) in seconds.
+fn seconds(time: sys::apr_time_t) -> f64 {
+    time as f64 / 1e6
 }
 
 fn process(slot: i32, thread_limit: i32) -> Option<ProcessScore> {
@@ -84,7 +82,6 @@ fn worker(slot: i32, thread: i32) -> Option<WorkerScore> {
         }
         std::ptr::read_volatile(record)
     };
-    let seconds = |time: sys::apr_time_t| time as f64 / 1e6;
     Some(WorkerScore {
         thread_num: record.thread_num.into(),
         generation: record.generation.into(),
