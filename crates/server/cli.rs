@@ -70,6 +70,14 @@ pub(crate) struct ServeArgs {
     /// instead of stderr; SIGUSR1 reopens it, for log rotation.
     #[arg(long, value_name = "PATH")]
     pub(crate) log_file: Option<PathBuf>,
+    /// Write a line for each response to this file (`-`: stdout), appended; SIGUSR1 reopens it, for log
+    /// rotation. Off by default.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) access_log: Option<PathBuf>,
+    /// The access log's lines: `combined` (the default), `common`, or an Apache `LogFormat` string such as
+    /// '%h %t "%r" %>s %b %D'.
+    #[arg(long, value_name = "FORMAT", requires = "access_log")]
+    pub(crate) access_log_format: Option<String>,
     /// Do not reload a WSGI script file when it changes (mod_wsgi's `WSGIScriptReloading Off`).
     #[arg(long)]
     pub(crate) no_script_reloading: bool,

@@ -1,6 +1,7 @@
 //! The `rwsgi` binary: parse the command line, run the command, turn errors into messages and exit codes.
 #![deny(unsafe_code)]
 
+mod access_log;
 mod cli;
 mod http;
 mod logfile;

@@ -16,6 +16,7 @@ use rwsgi_pool::{Names, Pool, PoolOptions, Recycle};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::access_log::AccessLog;
 use crate::http::{self, Peer, Shared};
 use crate::settings::Settings;
 use crate::supervisor;
@@ -57,6 +58,13 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(path) = &settings.log_file {
         crate::logfile::redirect_stderr(path)?;
     }
+    // Opened here, so a path that cannot be written stops the supervisor before any worker starts, and a
+    // worker opens it before it gives up root.
+    let access_log = settings
+        .access_log
+        .as_ref()
+        .map(AccessLog::open)
+        .transpose()?;
     let _pid_file = match (&settings.pid_file, worker) {
         (Some(path), false) => Some(PidFile::create(path)?),
         _ => None,
@@ -143,6 +151,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         engine,
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
+        access_log: access_log.clone(),
         closing: std::sync::atomic::AtomicBool::new(false),
     });
     let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -194,7 +203,8 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let io_threads = settings.io_threads;
     let settings = &settings;
     let serve_io = move || -> anyhow::Result<()> {
-        let runtime = io_runtime(io_threads, inline).context("cannot start the I/O runtime")?;
+        let runtime = io_runtime(io_threads, inline, access_log.clone())
+            .context("cannot start the I/O runtime")?;
         let served = runtime.block_on(listen_and_serve(
             settings,
             shared,
@@ -202,7 +212,9 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
             worker,
             recycle_now,
         ));
+        let flush_access_log = || access_log.iter().for_each(|log| log.flush());
         if stuck.load(std::sync::atomic::Ordering::Acquire) {
+            flush_access_log();
             // The stuck request's thread cannot be joined; the supervisor starts a replacement once we are
             // gone.
             eprintln!(
@@ -218,6 +230,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
                 .context("the Python threads did not shut down cleanly")
         })?;
         drop(runtime);
+        flush_access_log();
         served
     };
     let served = if io_threads == 1 {
@@ -242,25 +255,34 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
 /// The runtime that does the HTTP I/O (and, inline, runs fast requests), started on the calling thread.
 /// One I/O thread is the calling thread, under tokio's single-threaded scheduler: no work-stealing
 /// machinery on every task poll.
-fn io_runtime(threads: usize, inline: bool) -> std::io::Result<tokio::runtime::Runtime> {
+///
+/// With an access log, a thread about to idle writes the lines gathered so far.
+fn io_runtime(
+    threads: usize,
+    inline: bool,
+    access_log: Option<Arc<AccessLog>>,
+) -> std::io::Result<tokio::runtime::Runtime> {
     // Requests run inline attach to Python on an I/O thread: keep its thread state between them.
     let keep_thread_state = move || {
         if inline {
             interp::keep_thread_state();
         }
     };
-    if threads == 1 {
+    let mut builder = if threads == 1 {
         keep_thread_state();
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
+            .worker_threads(threads)
+            .thread_name(IO_THREAD_NAME)
+            .on_thread_start(keep_thread_state);
+        builder
+    };
+    if let Some(log) = access_log {
+        builder.on_thread_park(move || log.flush());
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name(IO_THREAD_NAME)
-        .on_thread_start(keep_thread_state)
-        .enable_all()
-        .build()
+    builder.enable_all().build()
 }
 
 async fn listen_and_serve(
@@ -312,6 +334,9 @@ async fn listen_and_serve(
             }
             _ = reopen.recv() => {
                 crate::logfile::reopen(settings.log_file.as_deref());
+                if let Some(log) = &shared.access_log {
+                    log.reopen();
+                }
                 continue;
             }
             _ = recycle.notified() => {

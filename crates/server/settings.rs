@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) reuse_port: bool,
     /// `--log-file`: where stderr goes (reopened on SIGUSR1).
     pub(crate) log_file: Option<PathBuf>,
+    /// `--access-log` and its format.
+    pub(crate) access_log: Option<crate::access_log::Settings>,
     pub(crate) script_reloading: bool,
     pub(crate) reload: bool,
     pub(crate) request_timeout: Option<Duration>,
@@ -85,6 +87,10 @@ impl Settings {
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             log_file: args.log_file.as_deref().map(absolute).transpose()?,
             reuse_port: args.reuse_port,
+            access_log: resolve_access_log(
+                args.access_log.as_deref(),
+                args.access_log_format.as_deref(),
+            )?,
             script_reloading: !args.no_script_reloading,
             reload: args.reload,
             interrupt_timeout: args
@@ -122,6 +128,23 @@ impl Settings {
             buffer_body: args.buffer_body,
         })
     }
+}
+
+fn resolve_access_log(
+    path: Option<&Path>,
+    format: Option<&str>,
+) -> anyhow::Result<Option<crate::access_log::Settings>> {
+    use crate::access_log::{Format, Settings, Target};
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let target = match path.as_os_str().to_str() {
+        Some("-") => Target::Stdout,
+        _ => Target::File(absolute(path)?),
+    };
+    let format = Format::parse(format.unwrap_or("combined"))
+        .map_err(|err| anyhow::anyhow!("--access-log-format: {err}"))?;
+    Ok(Some(Settings { target, format }))
 }
 
 /// The user and group the app runs as.

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use rwsgi_engine::{from_http, Engine, HttpRequest, Request, ResponseHead};
 use tokio::sync::mpsc;
 
+use crate::access_log::{AccessLog, Arrival, Entry};
 use io::{Aborted, RequestBody, ResponseChannel, ResponseStart};
 use rwsgi_pool::Submitter;
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) pool: Submitter,
     pub(crate) buffer_body: usize,
+    /// `--access-log`: where each response's line goes.
+    pub(crate) access_log: Option<Arc<AccessLog>>,
     /// The process is retiring: every response closes its connection.
     pub(crate) closing: std::sync::atomic::AtomicBool,
 }
@@ -39,12 +42,33 @@ pub(crate) struct Peer {
     pub(crate) local: SocketAddr,
 }
 
-/// A response body: all at once, or streamed from a Python thread.
-pub(crate) enum ResponseBody {
+/// A response body, and the access log's entry for its request, written when hyper drops the body.
+pub(crate) struct ResponseBody {
+    source: Source,
+    logged: Option<Box<Entry>>,
+}
+
+/// Where a body's bytes come from: all at once, or streamed from a Python thread.
+enum Source {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Result<Frame<Bytes>, Aborted>>),
     /// The app aborted the response; what was sent before must reach the client first.
     Aborting,
+}
+
+impl ResponseBody {
+    fn full(data: Bytes) -> Self {
+        Self::from(Source::Full(Some(data)))
+    }
+}
+
+impl From<Source> for ResponseBody {
+    fn from(source: Source) -> Self {
+        ResponseBody {
+            source,
+            logged: None,
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -56,47 +80,67 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         let this = self.get_mut();
-        match this {
-            ResponseBody::Full(data) => Poll::Ready(
+        let polled = match &mut this.source {
+            Source::Full(data) => Poll::Ready(
                 data.take()
                     .filter(|d| !d.is_empty())
                     .map(|d| Ok(Frame::data(d))),
             ),
-            ResponseBody::Stream(rx) => match rx.poll_recv(cx) {
+            Source::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Err(Aborted))) => {
                     // hyper drops its unflushed buffer when a body fails; answering Pending once makes it
                     // flush the bytes already given, and the wake-up brings it straight back for the error.
-                    *this = ResponseBody::Aborting;
+                    this.source = Source::Aborting;
                     cx.waker().wake_by_ref();
                     Poll::Pending
                 }
                 other => other,
             },
-            ResponseBody::Aborting => Poll::Ready(Some(Err(Aborted))),
+            Source::Aborting => Poll::Ready(Some(Err(Aborted))),
+        };
+        if let (Some(entry), Poll::Ready(Some(Ok(frame)))) = (&mut this.logged, &polled) {
+            entry.bytes += frame.data_ref().map_or(0, |data| data.len() as u64);
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ResponseBody::Full(None))
+        matches!(self.source, Source::Full(None))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Full(data) => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            ResponseBody::Stream(_) | ResponseBody::Aborting => SizeHint::default(),
+        match &self.source {
+            Source::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Source::Stream(_) | Source::Aborting => SizeHint::default(),
         }
     }
 }
 
-/// Serves one request: hands it to the pool and waits for the response's start.
+/// Serves one request, and gives the access log its entry.
 pub(crate) async fn handle(
     request: hyper::Request<Incoming>,
     peer: Peer,
     shared: Arc<Shared>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let Some(log) = &shared.access_log else {
+        let (parts, body) = request.into_parts();
+        return Ok(respond(&parts, body, peer, &shared).await);
+    };
+    let arrival = Arrival::now();
     let (parts, body) = request.into_parts();
+    let mut response = respond(&parts, body, peer, &shared).await;
+    let entry = Entry::new(log, arrival, &parts, peer, &response);
+    response.body_mut().logged = Some(Box::new(entry));
+    Ok(response)
+}
+
+/// Hands a request to the pool and waits for the response's start.
+async fn respond(
+    parts: &http::request::Parts,
+    body: Incoming,
+    peer: Peer,
+    shared: &Shared,
+) -> Response<ResponseBody> {
     let target = match parts.uri.path_and_query() {
         Some(pq) if parts.uri.scheme().is_none() => std::borrow::Cow::Borrowed(pq.as_str()),
         _ => std::borrow::Cow::Owned(parts.uri.to_string()),
@@ -123,7 +167,7 @@ pub(crate) async fn handle(
     } else {
         match RequestBody::read(body, shared.buffer_body).await {
             Ok(body) => body,
-            Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "malformed request body\n")),
+            Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed request body\n"),
         }
     };
     let (sink, started) = ResponseChannel::new();
@@ -138,14 +182,14 @@ pub(crate) async fn handle(
         false => Some(request),
     };
     if let Some(Err(_)) = queued.map(|request| shared.pool.submit(request)) {
-        return Ok(plain(
+        return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down\n",
-        ));
+        );
     }
     let mut response = match started.await {
-        Ok(ResponseStart::Complete(head, body)) => response(head, ResponseBody::Full(Some(body))),
-        Ok(ResponseStart::Streaming(head, rx)) => response(head, ResponseBody::Stream(rx)),
+        Ok(ResponseStart::Complete(head, body)) => response(head, ResponseBody::full(body)),
+        Ok(ResponseStart::Streaming(head, rx)) => response(head, Source::Stream(rx).into()),
         // The engine dropped the request without a response; it has logged why.
         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n"),
     };
@@ -154,7 +198,7 @@ pub(crate) async fn handle(
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(response)
+    response
 }
 
 fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
@@ -207,9 +251,7 @@ fn header_name(name: &str) -> Result<HeaderName, http::header::InvalidHeaderName
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
-        text.as_bytes(),
-    ))));
+    let mut response = Response::new(ResponseBody::full(Bytes::from_static(text.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
