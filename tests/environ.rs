@@ -111,3 +111,68 @@ fn wsgiref_validator_sees_no_violation() {
     assert_eq!(response.status, 200, "{}", server.log());
     assert!(!server.log().contains("Traceback"), "{}", server.log());
 }
+
+/// A request through a proxy: the client's address and scheme in headers, plus headers of the same kinds a
+/// client slipped in.
+const PROXIED: &str = "GET /environ HTTP/1.1\r\nHost: localhost\r\n\
+    X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\
+    X-Real-IP: 198.51.100.66\r\nX-Forwarded-Scheme: http\r\nX-Forwarded-Host: elsewhere.example\r\n\
+    Connection: close\r\n\r\n";
+
+#[test]
+fn trusted_proxy_headers_speak_for_the_client_only_from_trusted_proxies() {
+    let trusting = |proxies: &[&str]| {
+        let mut args = vec![
+            app("suite.py"),
+            "--trust-proxy-header".into(),
+            "X-Forwarded-For".into(),
+            "--trust-proxy-header".into(),
+            "x-forwarded-proto".into(),
+        ];
+        for proxy in proxies {
+            args.extend(["--trust-proxy".into(), proxy.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start(&args)
+    };
+    // We connect from 127.0.0.1, a trusted proxy: the client is the address before it.
+    let env = environ(&trusting(&["10.0.0.0/8", "127.0.0.1"]), PROXIED);
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.7");
+    assert_eq!(env["HTTP_X_FORWARDED_FOR"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    // Other headers of the trusted kinds are removed; a kind not trusted is left alone.
+    assert!(env.get("HTTP_X_REAL_IP").is_none(), "{env}");
+    assert!(env.get("HTTP_X_FORWARDED_SCHEME").is_none(), "{env}");
+    assert_eq!(env["HTTP_X_FORWARDED_HOST"], "elsewhere.example");
+    // Without --trust-proxy every client is believed, and the first address is the client.
+    let env = environ(&trusting(&[]), PROXIED);
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.7");
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    // From an address that is not a trusted proxy, the trusted kinds are dropped, not believed.
+    let env = environ(&trusting(&["10.0.0.0/8"]), PROXIED);
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(env["wsgi.url_scheme"], "http");
+    for dropped in [
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_X_FORWARDED_PROTO",
+        "HTTP_X_REAL_IP",
+    ] {
+        assert!(env.get(dropped).is_none(), "{dropped}: {env}");
+    }
+    // Without the option, the headers are plain headers.
+    let env = environ(&Server::start(&[&app("suite.py")]), PROXIED);
+    assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    assert_eq!(env["HTTP_X_REAL_IP"], "198.51.100.66");
+    let err = serve_must_fail(&["--trust-proxy-header", "X-Custom"]);
+    assert!(
+        err.contains("--trust-proxy-header X-Custom: not a proxy header"),
+        "{err}"
+    );
+    let err = serve_must_fail(&[
+        "--trust-proxy-header",
+        "X-Forwarded-For",
+        "--trust-proxy",
+        "10.0.0.0/33",
+    ]);
+    assert!(err.contains("--trust-proxy: Unable to parse"), "{err}");
+}

@@ -78,6 +78,19 @@ pub(crate) struct ServeArgs {
     /// '%h %t "%r" %>s %b %D'.
     #[arg(long, value_name = "FORMAT", requires = "access_log")]
     pub(crate) access_log_format: Option<String>,
+    /// Trust this request header as set by the proxy in front: X-Forwarded-For, X-Forwarded-Proto,
+    /// X-Forwarded-Host, X-Forwarded-Port, X-Script-Name and the like; repeatable. Other headers of the same
+    /// kind are removed, so clients cannot pass their own (mod_wsgi-express's --trust-proxy-header).
+    #[arg(long = "trust-proxy-header", value_name = "HEADER")]
+    pub(crate) trust_proxy_header: Vec<String>,
+    /// Accept the trusted proxy headers only from this proxy address or network (10.0.0.0/8); repeatable.
+    /// Without it, any client may set them.
+    #[arg(
+        long = "trust-proxy",
+        value_name = "ADDR[/BITS]",
+        requires = "trust_proxy_header"
+    )]
+    pub(crate) trust_proxy: Vec<String>,
     /// Do not reload a WSGI script file when it changes (mod_wsgi's `WSGIScriptReloading Off`).
     #[arg(long)]
     pub(crate) no_script_reloading: bool,

@@ -152,6 +152,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
         access_log: access_log.clone(),
+        trusted_proxy: settings.trusted_proxy.clone(),
         closing: std::sync::atomic::AtomicBool::new(false),
     });
     let stuck = Arc::new(std::sync::atomic::AtomicBool::new(false));

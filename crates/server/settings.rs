@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rwsgi_engine::{AppSource, AppSpec};
+use rwsgi_engine::{proxy, AppSource, AppSpec};
 
 use crate::cli::ServeArgs;
 
@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) reuse_port: bool,
     /// `--log-file`: where stderr goes (reopened on SIGUSR1).
     pub(crate) log_file: Option<PathBuf>,
+    /// `--trust-proxy-header` and `--trust-proxy`.
+    pub(crate) trusted_proxy: Option<TrustedProxy>,
     /// `--access-log` and its format.
     pub(crate) access_log: Option<crate::access_log::Settings>,
     pub(crate) script_reloading: bool,
@@ -87,6 +89,7 @@ impl Settings {
             pid_file: args.pid_file.as_deref().map(absolute).transpose()?,
             log_file: args.log_file.as_deref().map(absolute).transpose()?,
             reuse_port: args.reuse_port,
+            trusted_proxy: resolve_trusted_proxy(&args.trust_proxy_header, &args.trust_proxy)?,
             access_log: resolve_access_log(
                 args.access_log.as_deref(),
                 args.access_log_format.as_deref(),
@@ -128,6 +131,48 @@ impl Settings {
             buffer_body: args.buffer_body,
         })
     }
+}
+
+/// The proxy headers to believe, and from whom.
+#[derive(Debug, Clone)]
+pub(crate) struct TrustedProxy {
+    /// In their environ form (`HTTP_X_FORWARDED_FOR`).
+    pub(crate) headers: Vec<String>,
+    /// None: from any client.
+    pub(crate) proxies: Option<Vec<proxy::Network>>,
+}
+
+fn resolve_trusted_proxy(
+    headers: &[String],
+    proxies: &[String],
+) -> anyhow::Result<Option<TrustedProxy>> {
+    if headers.is_empty() {
+        return Ok(None);
+    }
+    let headers = headers
+        .iter()
+        .map(|header| {
+            let name = proxy::env_name(header);
+            if !proxy::is_known(&name) {
+                bail!(
+                    "--trust-proxy-header {header}: not a proxy header rwsgi knows ({})",
+                    proxy::known_headers().collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(name)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let proxies = (!proxies.is_empty())
+        .then(|| {
+            proxies
+                .iter()
+                .map(|p| {
+                    proxy::Network::parse(p).map_err(|err| anyhow::anyhow!("--trust-proxy: {err}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .transpose()?;
+    Ok(Some(TrustedProxy { headers, proxies }))
 }
 
 fn resolve_access_log(

@@ -22,6 +22,7 @@ mod input;
 pub mod interp;
 mod keys;
 mod metrics;
+pub mod proxy;
 mod pyapi;
 mod request;
 pub mod restrict;

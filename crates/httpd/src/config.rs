@@ -27,7 +27,7 @@ pub(crate) struct Scoped {
     pub(crate) pass_apache_request: Option<bool>,
     /// Header names in their environ form (`HTTP_X_FORWARDED_FOR`).
     pub(crate) trusted_proxy_headers: Option<Vec<String>>,
-    pub(crate) trusted_proxies: Option<Vec<crate::proxy::Network>>,
+    pub(crate) trusted_proxies: Option<Vec<rwsgi_engine::proxy::Network>>,
     pub(crate) handler_scripts: Vec<HandlerScript>,
     pub(crate) access_script: Option<HookScript>,
     pub(crate) auth_user_script: Option<HookScript>,
@@ -290,7 +290,7 @@ pub(crate) fn apply(
             scoped.trusted_proxy_headers = Some(
                 at_least_one(args)?
                     .iter()
-                    .map(|h| crate::proxy::env_name(h))
+                    .map(|h| rwsgi_engine::proxy::env_name(h))
                     .collect(),
             )
         }
@@ -298,7 +298,7 @@ pub(crate) fn apply(
             scoped.trusted_proxies = Some(
                 at_least_one(args)?
                     .iter()
-                    .map(|p| crate::proxy::Network::parse(p))
+                    .map(|p| rwsgi_engine::proxy::Network::parse(p))
                     .collect::<Result<_, _>>()?,
             )
         }

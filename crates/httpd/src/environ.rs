@@ -54,7 +54,7 @@ pub(crate) fn build(
     env.set("mod_wsgi.script_name", &script_name);
     env.set("mod_wsgi.path_info", &path_info);
     let scheme_from_proxy = match &settings.trusted_proxy_headers {
-        Some(headers) => crate::proxy::apply(
+        Some(headers) => rwsgi_engine::proxy::apply(
             &mut ProxyEnv(&mut env),
             headers,
             settings.trusted_proxies.as_deref(),
@@ -127,10 +127,10 @@ pub(crate) fn build(
     vars
 }
 
-/// The request's environment as [`crate::proxy`] edits it.
+/// The request's environment as [`rwsgi_engine::proxy`] edits it.
 struct ProxyEnv<'t, 'a>(&'t mut Table<'a>);
 
-impl crate::proxy::Env for ProxyEnv<'_, '_> {
+impl rwsgi_engine::proxy::Env for ProxyEnv<'_, '_> {
     fn get(&self, key: &str) -> Option<String> {
         self.0
             .get(key)

@@ -10,7 +10,6 @@
 //! - [`handler`]: `WSGIScriptAlias` URL mapping, and the response handler that runs a request.
 //! - [`environ`]: the WSGI environ, key for key as mod_wsgi builds it from Apache's request.
 //! - [`auth`]: access, authentication and group scripts (`WSGIAccessScript`, `WSGIAuthUserScript`, …).
-//! - [`proxy`]: `WSGITrustedProxyHeaders`/`WSGITrustedProxies`, what a front-end proxy may say.
 //! - [`io`]: the engine's body reader and response sink over Apache's filters.
 //! - [`python`]: the interpreter of each Apache child or daemon process and its loaded applications.
 //! - [`daemon`]: daemon mode: `WSGIDaemonProcess` groups, their processes, and handing requests to them.
@@ -25,6 +24,5 @@ mod environ;
 mod ffi;
 mod handler;
 mod io;
-mod proxy;
 mod python;
 mod words;

@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) pool: Submitter,
     pub(crate) buffer_body: usize,
+    /// `--trust-proxy-header`: what a proxy in front may say of the request.
+    pub(crate) trusted_proxy: Option<crate::settings::TrustedProxy>,
     /// `--access-log`: where each response's line goes.
     pub(crate) access_log: Option<Arc<AccessLog>>,
     /// The process is retiring: every response closes its connection.
@@ -145,7 +147,7 @@ async fn respond(
         Some(pq) if parts.uri.scheme().is_none() => std::borrow::Cow::Borrowed(pq.as_str()),
         _ => std::borrow::Cow::Owned(parts.uri.to_string()),
     };
-    let vars = from_http(HttpRequest {
+    let mut vars = from_http(HttpRequest {
         method: parts.method.as_str(),
         target: target.as_bytes(),
         protocol: if parts.version == Version::HTTP_10 {
@@ -162,6 +164,9 @@ async fn respond(
         scheme: "http",
         script_name: "",
     });
+    if let Some(trusted) = &shared.trusted_proxy {
+        rwsgi_engine::proxy::apply(&mut vars, &trusted.headers, trusted.proxies.as_deref());
+    }
     let body = if http_body::Body::is_end_stream(&body) {
         RequestBody::empty()
     } else {

@@ -1,15 +1,35 @@
-//! `WSGITrustedProxyHeaders` and `WSGITrustedProxies`: what a front-end proxy says of the original request
-//! (client address, host, port, scheme, mount point) replaces what Apache saw, but only for the headers
-//! named, only from proxies trusted, and every other header of the same kind is removed so a client cannot
-//! slip in its own. mod_wsgi 6's rules.
+//! Trusted proxy headers (mod_wsgi's `WSGITrustedProxyHeaders` and `WSGITrustedProxies`, mod_wsgi-express's
+//! `--trust-proxy-header` and `--trust-proxy`): what a front-end proxy says of the original request (client
+//! address, host, port, scheme, mount point) replaces what the host saw, but only for the headers named,
+//! only from proxies trusted, and every other header of the same kind is removed so a client cannot slip in
+//! its own. mod_wsgi 6's rules, for both hosts: each edits its own environ through [`Env`].
 
 use std::net::IpAddr;
 
-/// The environ as this module edits it (the request's `subprocess_env`, or a map in tests).
-pub(crate) trait Env {
+use crate::CgiVars;
+
+/// The environ as this module edits it (Apache's `subprocess_env`, [`CgiVars`], or a map in tests).
+pub trait Env {
+    /// The variable's value, if set.
     fn get(&self, key: &str) -> Option<String>;
+    /// Sets the variable, replacing any value.
     fn set(&mut self, key: &str, value: &str);
+    /// Removes the variable.
     fn unset(&mut self, key: &str);
+}
+
+impl Env for CgiVars {
+    fn get(&self, key: &str) -> Option<String> {
+        CgiVars::get(self, key).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        CgiVars::set(self, key.to_owned(), value);
+    }
+
+    fn unset(&mut self, key: &str) {
+        self.remove(key);
+    }
 }
 
 /// What a proxy header speaks for; each kind is taken from one header at most.
@@ -60,13 +80,14 @@ const HEADERS: &[(&str, Kind, Apply)] = &[
 
 /// A trusted proxy address or network (`10.0.0.0/8`, `192.168.1.5`, `::1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Network {
+pub struct Network {
     address: IpAddr,
     prefix: u8,
 }
 
 impl Network {
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    /// An address, or an address and a prefix length; the error is mod_wsgi's message.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let (address, prefix) = match text.split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
@@ -111,8 +132,29 @@ fn trusted(networks: &[Network], ip: &str) -> bool {
         .is_ok_and(|ip| networks.iter().any(|n| n.contains(ip)))
 }
 
+/// Whether a header (in its environ form) is one a proxy may be trusted for: the others have no effect.
+pub fn is_known(env_name: &str) -> bool {
+    HEADERS.iter().any(|&(header, _, _)| header == env_name)
+}
+
+/// The headers a proxy may be trusted for, as a client writes them (`X-Forwarded-For`).
+pub fn known_headers() -> impl Iterator<Item = String> {
+    HEADERS.iter().map(|&(header, _, _)| {
+        let name = header.trim_start_matches("HTTP_").to_ascii_lowercase();
+        name.split('_')
+            .map(|word| {
+                let mut chars = word.chars();
+                chars.next().map_or_else(String::new, |first| {
+                    first.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("-")
+    })
+}
+
 /// A header name as the directive gives it (`X-Forwarded-For`) in its environ form.
-pub(crate) fn env_name(header: &str) -> String {
+pub fn env_name(header: &str) -> String {
     let mut name = String::from("HTTP_");
     name.extend(header.chars().map(|c| match c {
         '-' => '_',
@@ -121,8 +163,9 @@ pub(crate) fn env_name(header: &str) -> String {
     name
 }
 
-/// Applies the trusted headers to `env`; true if a header settled the scheme.
-pub(crate) fn apply(env: &mut impl Env, headers: &[String], proxies: Option<&[Network]>) -> bool {
+/// Applies the trusted headers (in their environ form) to `env`; true if a header settled the scheme.
+/// Without `proxies`, every client is trusted (mod_wsgi's default when only the headers are named).
+pub fn apply(env: &mut impl Env, headers: &[String], proxies: Option<&[Network]>) -> bool {
     let from_trusted_proxy = match proxies {
         None => true,
         Some(networks) => env
@@ -307,6 +350,15 @@ mod tests {
         assert_eq!(e["HTTP_HOST"], "example.com");
         assert_eq!(e["SERVER_PORT"], "443");
         assert_eq!(e["SCRIPT_NAME"], "/app");
+    }
+
+    #[test]
+    fn known_headers_are_named_as_clients_write_them() {
+        let names: Vec<String> = known_headers().collect();
+        assert_eq!(names[0], "X-Forwarded-For");
+        assert!(names.contains(&"X-Forwarded-Proto".to_owned()));
+        assert!(names.iter().all(|n| is_known(&env_name(n))));
+        assert!(!is_known(&env_name("X-Custom")));
     }
 
     #[test]
