@@ -15,3 +15,4 @@ mod mod_wsgi_api;
 mod response;
 mod supervisor;
 mod threads;
+mod unix_socket;

@@ -48,6 +48,14 @@ pub(crate) struct ServeArgs {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 8000)]
     pub(crate) port: u16,
+    /// Listen on this UNIX socket instead of --host/--port, for a proxy on the same machine (nginx:
+    /// `proxy_pass http://unix:PATH`). A stale socket file is replaced; the file is removed on exit.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port", "reuse_port"])]
+    pub(crate) unix_socket: Option<PathBuf>,
+    /// The UNIX socket's permissions, in octal (660: the owner and its group may connect). Default: the
+    /// umask's.
+    #[arg(long, value_name = "MODE", requires = "unix_socket")]
+    pub(crate) unix_socket_mode: Option<String>,
     /// Worker processes, each with its own interpreter, under a supervisor that restarts them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) processes: u16,

@@ -4,6 +4,7 @@
 mod access_log;
 mod cli;
 mod http;
+mod listener;
 mod logfile;
 mod malloc;
 mod module;

@@ -7,25 +7,21 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use listenfd::ListenFd;
 use rwsgi_engine::interp::{self, InterpreterConfig};
 use rwsgi_engine::{
     AppSource, Engine, EngineError, EngineOptions, Output, Request, ResponseHead, StderrLog,
 };
 use rwsgi_pool::{Names, Pool, PoolOptions, Recycle};
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::access_log::AccessLog;
 use crate::http::{self, Peer, Shared};
-use crate::settings::Settings;
+use crate::listener::{Listener, Stream};
+use crate::settings::{Listen, Settings};
 use crate::supervisor;
 
 /// How long a retiring worker waits for keep-alive clients to make one more request (and be told to close).
 const RETIRE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Connections waiting to be accepted before the kernel refuses more.
-const LISTEN_BACKLOG: u32 = 1024;
 
 /// The name of the threads doing HTTP I/O (apps and logs see it as the thread that ran an inline request).
 const IO_THREAD_NAME: &str = "rwsgi-io";
@@ -70,17 +66,20 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         _ => None,
     };
     // A socket passed in by systemd socket activation, or by our own supervisor.
-    let inherited = ListenFd::from_env()
-        .take_tcp_listener(0)
-        .context("cannot use the socket passed in LISTEN_FDS")?;
+    let inherited = Listener::inherited(&settings.listen)?;
     // `rwsgi serve` is always a supervisor (no Python) over workers, as gunicorn always has its arbiter.
     if !worker {
-        let listener = match inherited {
-            Some(listener) => listener,
-            None if settings.reuse_port => reserve_reuse_port(settings.listen)
-                .with_context(|| format!("cannot bind {}", settings.listen))?,
-            None => bind(settings.listen, false)
-                .with_context(|| format!("cannot listen on {}", settings.listen))?,
+        let listener = match (inherited, &settings.listen) {
+            (Some(listener), _) => listener,
+            (None, Listen::Tcp(addr)) if settings.reuse_port => Listener::reserve(*addr)?,
+            (None, listen) => {
+                let listener = Listener::bind(listen)?;
+                // Only a socket we made: systemd's has the owner its unit gives it.
+                if let Some(owner) = settings.run_as {
+                    listener.hand_to(owner)?;
+                }
+                listener
+            }
         };
         return supervisor::run(settings, listener);
     }
@@ -88,14 +87,9 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = match inherited {
         // --reuse-port: the supervisor passed its bound, never-listening socket only to say which address;
         // this worker listens on a socket of its own at that address.
-        Some(reserved) if settings.reuse_port => {
-            let addr = reserved.local_addr()?;
-            drop(reserved);
-            bind(addr, true).with_context(|| format!("cannot listen on {addr}"))?
-        }
+        Some(reserved) if settings.reuse_port => Listener::listen_beside(reserved)?,
         Some(listener) => listener,
-        None => bind(settings.listen, false)
-            .with_context(|| format!("cannot listen on {}", settings.listen))?,
+        None => Listener::bind(&settings.listen)?,
     };
     if let Some(run_as) = settings.run_as {
         drop_privileges(run_as)?;
@@ -289,13 +283,12 @@ fn io_runtime(
 async fn listen_and_serve(
     settings: &Settings,
     shared: Arc<Shared>,
-    listener: std::net::TcpListener,
+    listener: Listener,
     worker: bool,
     recycle: Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(listener)?;
-    let local = listener.local_addr()?;
+    let description = listener.describe()?;
+    let listener = listener.into_async()?;
     // Handlers first: the supervisor may signal a worker as soon as it says it is ready.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -304,7 +297,7 @@ async fn listen_and_serve(
     if worker {
         supervisor::worker_ready();
     } else {
-        eprintln!("rwsgi: listening on http://{local}");
+        eprintln!("rwsgi: listening on {description}");
     }
     let mut retiring = false;
     let graceful = GracefulShutdown::new();
@@ -317,7 +310,7 @@ async fn listen_and_serve(
     // buffer each time while the request still holds the last one.
     builder.half_close(true);
     loop {
-        let (stream, remote) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 // Out of descriptors or a connection reset before accept: keep serving the others.
@@ -345,19 +338,10 @@ async fn listen_and_serve(
                 break;
             }
         };
-        // Small responses go out at once instead of waiting for Nagle's timer.
-        let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            remote,
-            local: stream.local_addr().unwrap_or(local),
-        };
-        let shared = Arc::clone(&shared);
-        let service = service_fn(move |request| http::handle(request, peer, Arc::clone(&shared)));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // A client that vanishes mid-request is not the server's error.
-            let _ = connection.await;
-        });
+        match stream {
+            Stream::Tcp(stream) => serve_connection(stream, peer, &shared, &builder, &graceful),
+            Stream::Unix(stream) => serve_connection(stream, peer, &shared, &builder, &graceful),
+        }
     }
     drop(listener);
     if retiring {
@@ -370,6 +354,25 @@ async fn listen_and_serve(
         eprintln!("rwsgi: graceful timeout reached with requests still in flight");
     }
     Ok(())
+}
+
+/// Serves a connection's requests in a task of its own, until it closes or the shutdown drains it.
+fn serve_connection<S>(
+    stream: S,
+    peer: Peer,
+    shared: &Arc<Shared>,
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::clone(shared);
+    let service = service_fn(move |request| http::handle(request, peer, Arc::clone(&shared)));
+    let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        // A client that vanishes mid-request is not the server's error.
+        let _ = connection.await;
+    });
 }
 
 /// Becomes `--user`/`--group` for good: supplementary groups first, then the group, then the user.
@@ -471,41 +474,4 @@ impl Drop for PidFile {
         // Already gone (removed by hand) is fine.
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// Reserves the address for `--reuse-port` workers: bound with SO_REUSEPORT but never listening, so the
-/// kernel routes no connection to it; it fixes the port (for `--port 0`) and tells workers where to listen.
-fn reserve_reuse_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-/// Binds the listening socket (outside any runtime, so a supervisor can hand it to its workers).
-pub(crate) fn bind(
-    addr: std::net::SocketAddr,
-    reuse_port: bool,
-) -> std::io::Result<std::net::TcpListener> {
-    // tokio's TcpSocket sets the options and backlog std's bind cannot; a throwaway runtime registers it.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    let _entered = runtime.enter();
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)?.into_std()
 }

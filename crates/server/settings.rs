@@ -13,7 +13,7 @@ use crate::cli::ServeArgs;
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) app: AppSpec,
-    pub(crate) listen: SocketAddr,
+    pub(crate) listen: Listen,
     pub(crate) processes: usize,
     /// `--max-requests` and its jitter: each worker recycles after `base + random(0..=jitter)` requests.
     pub(crate) max_requests: Option<(u64, u64)>,
@@ -63,7 +63,17 @@ impl Settings {
 
     pub(crate) fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
         let app = resolve_app(args.app.as_deref(), &args.callable)?;
-        let listen = resolve_listen(&args.host, args.port)?;
+        let listen = match &args.unix_socket {
+            Some(path) => Listen::Unix {
+                path: absolute(path)?,
+                mode: args
+                    .unix_socket_mode
+                    .as_deref()
+                    .map(parse_mode)
+                    .transpose()?,
+            },
+            None => Listen::Tcp(resolve_listen(&args.host, args.port)?),
+        };
         if !(args.graceful_timeout.is_finite() && args.graceful_timeout >= 0.0) {
             bail!(
                 "--graceful-timeout must be a number of seconds, not {}",
@@ -192,6 +202,33 @@ fn resolve_access_log(
     Ok(Some(Settings { target, format }))
 }
 
+/// Where `rwsgi serve` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Listen {
+    Tcp(SocketAddr),
+    /// `--unix-socket`, and `--unix-socket-mode` if given.
+    Unix {
+        path: PathBuf,
+        mode: Option<u32>,
+    },
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+fn parse_mode(mode: &str) -> anyhow::Result<u32> {
+    u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .with_context(|| format!("--unix-socket-mode {mode}: not permissions in octal, like 660"))
+}
+
 /// The user and group the app runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RunAs {
@@ -317,6 +354,16 @@ mod tests {
         assert!(resolve_app(Some("no such file.py"), "application").is_err());
         let spec = resolve_app(Some(file!()), "application").unwrap();
         assert!(matches!(spec.source, AppSource::Script(p) if p.is_absolute()));
+    }
+
+    #[test]
+    fn socket_modes_are_octal() {
+        assert_eq!(parse_mode("660").unwrap(), 0o660);
+        assert_eq!(parse_mode("0o600").unwrap(), 0o600);
+        assert_eq!(parse_mode("0777").unwrap(), 0o777);
+        assert!(parse_mode("888").is_err());
+        assert!(parse_mode("1777").is_err());
+        assert!(parse_mode("rw").is_err());
     }
 
     #[test]

@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use command_fds::{CommandFdExt, FdMapping};
+
+use crate::listener::{Listener, SocketFile};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -103,7 +104,7 @@ impl Workers {
     fn spawn(
         &mut self,
         generation: u64,
-        listener: &TcpListener,
+        listener: &Listener,
         events: &mpsc::UnboundedSender<Event>,
     ) -> anyhow::Result<u32> {
         let pid = spawn_worker(listener, events.clone())?;
@@ -125,7 +126,7 @@ impl Workers {
     }
 }
 
-pub(crate) fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
+pub(crate) fn run(settings: Settings, listener: Listener) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,8 +134,9 @@ pub(crate) fn run(settings: Settings, listener: TcpListener) -> anyhow::Result<(
     runtime.block_on(supervise(settings, listener))
 }
 
-async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
+async fn supervise(settings: Settings, listener: Listener) -> anyhow::Result<()> {
+    let description = listener.describe()?;
+    let _socket_file = SocketFile::of(&listener);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut workers = Workers {
         by_pid: HashMap::new(),
@@ -209,7 +211,7 @@ async fn supervise(settings: Settings, listener: TcpListener) -> anyhow::Result<
                     worker.ready = true;
                 }
                 if !announced {
-                    eprintln!("rwsgi: listening on http://{addr}");
+                    eprintln!("rwsgi: listening on {description}");
                     announced = true;
                 }
                 finish_reload_if_ready(&mut workers);
@@ -293,7 +295,7 @@ const MEMORY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 fn replace_oversized(
     workers: &mut Workers,
     limit_kib: u64,
-    listener: &TcpListener,
+    listener: &Listener,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
     let oversized: Vec<(u32, u64)> = workers
@@ -332,7 +334,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// SIGHUP: a new generation of workers imports the app afresh; the old one keeps serving until it is ready.
 fn start_reload(
     workers: &mut Workers,
-    listener: &TcpListener,
+    listener: &Listener,
     events: &mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<()> {
     if workers.reloading_from.is_some() {
@@ -429,14 +431,10 @@ fn describe(status: &io::Result<ExitStatus>) -> String {
 }
 
 /// Starts a worker: this binary with the same arguments, the socket as descriptor 3.
-fn spawn_worker(
-    listener: &TcpListener,
-    events: mpsc::UnboundedSender<Event>,
-) -> anyhow::Result<u32> {
+fn spawn_worker(listener: &Listener, events: mpsc::UnboundedSender<Event>) -> anyhow::Result<u32> {
     let socket: OwnedFd = listener
-        .try_clone()
-        .context("cannot share the listening socket")?
-        .into();
+        .share()
+        .context("cannot share the listening socket")?;
     let exe = std::env::current_exe().context("cannot find the rwsgi executable")?;
     let mut command = tokio::process::Command::new(exe);
     command

@@ -1,12 +1,25 @@
 //! Feeds arbitrary request-targets and headers, as a client could send them, to the CGI variable mapping.
 //! Invariants: it never panics; every header variable is `HTTP_` plus upper case, digits and `_`; no header
-//! whose name holds `_` or is `Proxy` gets through; PATH_INFO is never longer than the target.
+//! whose name holds `_` or is `Proxy` gets through; PATH_INFO is never longer than the target; over a UNIX
+//! socket, SERVER_PORT (taken from the client's Host header) is only digits.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rwsgi_engine::{from_http, HttpRequest};
+use rwsgi_engine::{from_http, HttpRequest, Transport};
 
 fuzz_target!(|data: &[u8]| {
+    // The first byte picks the transport: the UNIX socket's variables come from the Host header.
+    let (unix, data) = match data.split_first() {
+        Some((first, rest)) => (first & 1 == 1, rest),
+        None => (false, data),
+    };
+    let transport = match unix {
+        true => Transport::Unix,
+        false => Transport::Tcp {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+        },
+    };
     let mut parts = data.split(|&b| b == 0);
     let target = parts.next().unwrap_or_default();
     let mut headers = Vec::new();
@@ -23,11 +36,12 @@ fuzz_target!(|data: &[u8]| {
         target,
         protocol: "HTTP/1.1",
         headers: headers.iter().copied(),
-        peer: "127.0.0.1:1".parse().unwrap(),
-        local: "127.0.0.1:2".parse().unwrap(),
+        transport,
         scheme: "http",
         script_name: "",
     });
+    let port = vars.get("SERVER_PORT").expect("SERVER_PORT is always set");
+    assert!(!port.is_empty() && port.iter().all(u8::is_ascii_digit), "{port:?}");
     for (key, _) in vars.iter() {
         if let Some(rest) = key.strip_prefix("HTTP_") {
             assert!(rest.bytes().all(|b| !b.is_ascii_lowercase() && b != b'-'), "{key}");

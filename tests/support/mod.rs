@@ -105,26 +105,38 @@ impl Server {
 
     /// Sends a signal and waits (bounded) for the exit status.
     pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        self.wait_exit()
+        let log = Arc::clone(&self.log);
+        signal_and_wait(&mut self.child, signal, &|| log.lock().unwrap().clone())
     }
 
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rwsgi did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let log = Arc::clone(&self.log);
+        wait_exit(&mut self.child, &|| log.lock().unwrap().clone())
+    }
+}
+
+/// Sends `signal` to `child`, then waits for it as [`wait_exit`] does.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: &str,
+    log: &dyn Fn() -> String,
+) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_exit(child, log)
+}
+
+/// Waits (bounded) for `child`'s exit status; `log` explains a failure.
+pub fn wait_exit(child: &mut Child, log: &dyn Fn() -> String) -> std::process::ExitStatus {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
+        assert!(Instant::now() < deadline, "rwsgi did not exit:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

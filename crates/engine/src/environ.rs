@@ -153,14 +153,27 @@ pub struct HttpRequest<'a, H> {
     pub protocol: &'static str,
     /// Header names (lowercase, as HTTP/1 parsers give them) and values, repeated names repeated.
     pub headers: H,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The address the connection arrived on.
-    pub local: SocketAddr,
+    /// How the connection came.
+    pub transport: Transport,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Where the app is mounted, without a trailing slash (`""` at the root).
     pub script_name: &'a str,
+}
+
+/// How a request's connection came, for its address variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP: the client's address, and the address it connected to.
+    Tcp {
+        /// The client's address.
+        peer: SocketAddr,
+        /// The address the connection arrived on.
+        local: SocketAddr,
+    },
+    /// A UNIX socket, from a process on this machine (a proxy): no addresses. As with gunicorn,
+    /// `REMOTE_ADDR` is empty and `SERVER_PORT` is the `Host` header's port, else the scheme's.
+    Unix,
 }
 
 /// Derives the CGI variables of an HTTP request per PEP 3333 and CGI/1.1.
@@ -184,14 +197,15 @@ where
         "SERVER_SOFTWARE",
         concat!("rwsgi/", env!("CARGO_PKG_VERSION")),
     );
-    vars.push_new_with("REMOTE_ADDR", |text| push_ip(text, request.peer.ip()));
-    vars.push_new_with("REMOTE_PORT", |text| {
-        push_decimal(text, request.peer.port())
-    });
-    vars.push_new_with("SERVER_ADDR", |text| push_ip(text, request.local.ip()));
-    vars.push_new_with("SERVER_PORT", |text| {
-        push_decimal(text, request.local.port())
-    });
+    match request.transport {
+        Transport::Tcp { peer, local } => {
+            vars.push_new_with("REMOTE_ADDR", |text| push_ip(text, peer.ip()));
+            vars.push_new_with("REMOTE_PORT", |text| push_decimal(text, peer.port()));
+            vars.push_new_with("SERVER_ADDR", |text| push_ip(text, local.ip()));
+            vars.push_new_with("SERVER_PORT", |text| push_decimal(text, local.port()));
+        }
+        Transport::Unix => vars.push_new("REMOTE_ADDR", b""),
+    }
     if request.scheme == "https" {
         vars.push_new("HTTPS", b"1");
     }
@@ -213,11 +227,31 @@ where
             }
         }
     }
-    match host {
-        Some(host) => vars.push_new("SERVER_NAME", host_without_port(host)),
-        None => vars.push_new_with("SERVER_NAME", |text| push_ip(text, request.local.ip())),
+    match (host, request.transport) {
+        (Some(host), _) => vars.push_new("SERVER_NAME", host_without_port(host)),
+        (None, Transport::Tcp { local, .. }) => {
+            vars.push_new_with("SERVER_NAME", |text| push_ip(text, local.ip()))
+        }
+        (None, Transport::Unix) => vars.push_new("SERVER_NAME", b"localhost"),
+    }
+    if request.transport == Transport::Unix {
+        let default = if request.scheme == "https" {
+            "443"
+        } else {
+            "80"
+        };
+        let port = host.and_then(port_of).unwrap_or(default.as_bytes());
+        vars.push_new("SERVER_PORT", port);
     }
     vars
+}
+
+/// The port of a `Host` header's value, if it names one.
+fn port_of(host: &[u8]) -> Option<&[u8]> {
+    let name = host_without_port(host);
+    host.get(name.len()..)?
+        .strip_prefix(b":")
+        .filter(|port| !port.is_empty() && port.iter().all(u8::is_ascii_digit))
 }
 
 /// Writes an address as text. IPv4, by far the most common, is written directly: `core::fmt` costs more
@@ -455,8 +489,10 @@ mod tests {
             target,
             protocol: "HTTP/1.1",
             headers: headers.iter().copied(),
-            peer: "10.1.2.3:5555".parse().unwrap(),
-            local: "127.0.0.1:8000".parse().unwrap(),
+            transport: Transport::Tcp {
+                peer: "10.1.2.3:5555".parse().unwrap(),
+                local: "127.0.0.1:8000".parse().unwrap(),
+            },
             scheme: "http",
             script_name: "",
         }
@@ -473,6 +509,27 @@ mod tests {
         assert_eq!(get(&vars, "QUERY_STRING"), Some("x=%20y&z"));
         assert_eq!(get(&vars, "REQUEST_URI"), Some("/a%20b/%E2%82%AC?x=%20y&z"));
         assert_eq!(get(&vars, "SCRIPT_NAME"), Some(""));
+    }
+
+    #[test]
+    fn a_unix_socket_request_has_no_addresses_and_its_port_from_host() {
+        let unix = |headers| {
+            let mut req = request(b"/", headers);
+            req.transport = Transport::Unix;
+            from_http(req)
+        };
+        let vars = unix(&[("host", b"example.com:8080")]);
+        assert_eq!(get(&vars, "REMOTE_ADDR"), Some(""));
+        assert_eq!(get(&vars, "REMOTE_PORT"), None);
+        assert_eq!(get(&vars, "SERVER_ADDR"), None);
+        assert_eq!(get(&vars, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&vars, "SERVER_PORT"), Some("8080"));
+        let vars = unix(&[("host", b"[::1]")]);
+        assert_eq!(get(&vars, "SERVER_NAME"), Some("[::1]"));
+        assert_eq!(get(&vars, "SERVER_PORT"), Some("80"));
+        let vars = unix(&[]);
+        assert_eq!(get(&vars, "SERVER_NAME"), Some("localhost"));
+        assert_eq!(get(&vars, "SERVER_PORT"), Some("80"));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 pub use app::{AppSource, AppSpec};
-pub use environ::{from_http, hints, CgiVars, HttpRequest, Key};
+pub use environ::{from_http, hints, CgiVars, HttpRequest, Key, Transport};
 pub use error::EngineError;
 pub use host::{
     BodyChunk, BodyReader, ClientGone, ErrorLog, FileRegion, Output, ResponseHead, ResponseSink,

@@ -101,8 +101,9 @@ enum Unit {
 
 /// What a rendered line is made of: one response, as the HTTP layer saw it.
 pub(crate) struct Fields<'a> {
-    pub(crate) remote: std::net::SocketAddr,
-    pub(crate) local: std::net::SocketAddr,
+    /// The client's and the server's addresses; none over a UNIX socket (logged as `-`).
+    pub(crate) remote: Option<std::net::SocketAddr>,
+    pub(crate) local: Option<std::net::SocketAddr>,
     pub(crate) method: &'a str,
     /// The request target as the client sent it (path and query, or an absolute URI).
     pub(crate) target: &'a str,
@@ -329,12 +330,11 @@ fn render_field(field: Field, f: &Fields<'_>, out: &mut Vec<u8>) {
         Field::Bytes { .. } => number(f.bytes.into()),
         Field::Duration(unit) => number(in_unit(f.elapsed, unit)),
         Field::Epoch(unit) => number(in_unit(f.arrived, unit)),
-        Field::LocalPort => number(f.local.port().into()),
-        Field::RemotePort => number(f.remote.port().into()),
+        Field::LocalPort | Field::RemotePort | Field::RemoteIp | Field::LocalIp => {
+            address(field, f.remote, f.local, out)
+        }
         Field::Pid => number(f.pid.into()),
         Field::Status => number(f.status.into()),
-        Field::RemoteIp => ip(f.remote.ip(), out),
-        Field::LocalIp => ip(f.local.ip(), out),
         Field::Dash => out.push(b'-'),
         Field::Method => escape(f.method.as_bytes(), out),
         Field::Protocol => escape(f.protocol.as_bytes(), out),
@@ -355,6 +355,27 @@ fn render_field(field: Field, f: &Fields<'_>, out: &mut Vec<u8>) {
         Field::Time => out.extend_from_slice(f.local_time.as_bytes()),
         Field::RequestHeader(index) => header(f.request_headers.get(index), out),
         Field::ResponseHeader(index) => header(f.response_headers.get(index), out),
+    }
+}
+
+fn address(
+    field: Field,
+    remote: Option<std::net::SocketAddr>,
+    local: Option<std::net::SocketAddr>,
+    out: &mut Vec<u8>,
+) {
+    let (addr, port) = match field {
+        Field::RemoteIp => (remote, false),
+        Field::RemotePort => (remote, true),
+        Field::LocalIp => (local, false),
+        _ => (local, true),
+    };
+    match addr {
+        None => out.push(b'-'),
+        Some(addr) if port => {
+            out.extend_from_slice(itoa::Buffer::new().format(addr.port()).as_bytes())
+        }
+        Some(addr) => ip(addr.ip(), out),
     }
 }
 
@@ -448,8 +469,8 @@ mod tests {
         response_headers: &'a [Option<HeaderValue>],
     ) -> Fields<'a> {
         Fields {
-            remote: "[::ffff:10.1.2.3]:40000".parse().unwrap(),
-            local: "127.0.0.1:8000".parse().unwrap(),
+            remote: Some("[::ffff:10.1.2.3]:40000".parse().unwrap()),
+            local: Some("127.0.0.1:8000".parse().unwrap()),
             method: "GET",
             target: "/a%20b?x=1&y=\"2\"",
             protocol: "HTTP/1.1",
@@ -512,6 +533,12 @@ mod tests {
             ..fields(&[None], &[None])
         };
         assert_eq!(line("%b %B [%q] %{Host}i", &empty), "- 0 [] -\n");
+        let unix = Fields {
+            remote: None,
+            local: None,
+            ..fields(&[], &[])
+        };
+        assert_eq!(line("%h %a %{remote}p %A %p", &unix), "- - - - -\n");
     }
 
     #[test]

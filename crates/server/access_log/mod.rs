@@ -113,6 +113,10 @@ impl AccessLog {
 
     fn record(&self, entry: &Entry) {
         let arrived = entry.arrived.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (remote, local) = match entry.peer {
+            rwsgi_engine::Transport::Tcp { peer, local } => (Some(peer), Some(local)),
+            rwsgi_engine::Transport::Unix => (None, None),
+        };
         let target = entry.uri.path_and_query().map_or_else(
             || std::borrow::Cow::Owned(entry.uri.to_string()),
             |pq| match entry.uri.scheme() {
@@ -137,8 +141,8 @@ impl AccessLog {
         let start = pending.len();
         self.settings.format.render(
             &format::Fields {
-                remote: entry.remote,
-                local: entry.local,
+                remote,
+                local,
                 method: entry.method.as_str(),
                 target: &target,
                 protocol: protocol(entry.version),
@@ -219,8 +223,7 @@ fn protocol(version: http::Version) -> &'static str {
 pub(crate) struct Entry {
     log: Arc<AccessLog>,
     arrived: SystemTime,
-    remote: std::net::SocketAddr,
-    local: std::net::SocketAddr,
+    peer: crate::http::Peer,
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
@@ -258,8 +261,7 @@ impl Entry {
         };
         Entry {
             arrived: arrival.0,
-            remote: peer.remote,
-            local: peer.local,
+            peer,
             method: request.method.clone(),
             uri: request.uri.clone(),
             version: request.version,

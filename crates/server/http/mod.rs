@@ -7,7 +7,6 @@
 mod io;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -37,12 +36,8 @@ pub(crate) struct Shared {
     pub(crate) closing: std::sync::atomic::AtomicBool,
 }
 
-/// One accepted connection's addresses.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer {
-    pub(crate) remote: SocketAddr,
-    pub(crate) local: SocketAddr,
-}
+/// How a connection came: its addresses over TCP, none over a UNIX socket.
+pub(crate) type Peer = rwsgi_engine::Transport;
 
 /// A response body, and the access log's entry for its request, written when hyper drops the body.
 pub(crate) struct ResponseBody {
@@ -159,8 +154,7 @@ async fn respond(
             .headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_bytes())),
-        peer: peer.remote,
-        local: peer.local,
+        transport: peer,
         scheme: "http",
         script_name: "",
     });
