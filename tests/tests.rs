@@ -15,4 +15,5 @@ mod mod_wsgi_api;
 mod response;
 mod supervisor;
 mod threads;
+mod timeouts;
 mod unix_socket;

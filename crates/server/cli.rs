@@ -154,6 +154,15 @@ pub(crate) struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     pub(crate) graceful_timeout: f64,
+    /// Close a connection that does not complete a request's head within this many seconds (a new
+    /// connection's first request, or the next on an idle keep-alive connection); 0: never.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub(crate) header_timeout: f64,
+    /// Give up on a client that sends none of a request body the app is reading, or takes none of a
+    /// response, for this many seconds: the app's read fails, its response is abandoned and the
+    /// connection closed (mod_wsgi-express's --socket-timeout); 0: never.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub(crate) socket_timeout: f64,
     /// Request bodies up to this many bytes are read before the app runs; larger ones are streamed.
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub(crate) buffer_body: usize,

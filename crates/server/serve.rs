@@ -145,6 +145,10 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         engine,
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
+        limits: http::Limits {
+            idle: settings.header_timeout,
+            stalled: settings.socket_timeout,
+        },
         access_log: access_log.clone(),
         trusted_proxy: settings.trusted_proxy.clone(),
         closing: std::sync::atomic::AtomicBool::new(false),
@@ -200,6 +204,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let serve_io = move || -> anyhow::Result<()> {
         let runtime = io_runtime(io_threads, inline, access_log.clone())
             .context("cannot start the I/O runtime")?;
+        http::use_runtime(runtime.handle().clone());
         let served = runtime.block_on(listen_and_serve(
             settings,
             shared,
@@ -366,13 +371,35 @@ fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::clone(shared);
-    let service = service_fn(move |request| http::handle(request, peer, Arc::clone(&shared)));
+    let service_shared = Arc::clone(shared);
+    let service =
+        service_fn(move |request| http::handle(request, peer, Arc::clone(&service_shared)));
+    let stream = http::Stall::new(stream, shared.limits);
     let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
-        // A client that vanishes mid-request is not the server's error.
-        let _ = connection.await;
+        // A client that vanishes mid-request is not the server's error; one that stalled is worth a line.
+        if let Err(err) = connection.await {
+            if let Some(stalled) = stalled_writing(&err) {
+                let client = match peer {
+                    Peer::Tcp { peer, .. } => peer.to_string(),
+                    Peer::Unix => "a client of the UNIX socket".to_owned(),
+                };
+                eprintln!("rwsgi: {client}: {stalled}; connection closed");
+            }
+        }
     });
+}
+
+/// The `--socket-timeout` a connection ended with, if that is why it ended.
+fn stalled_writing<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return (io.kind() == std::io::ErrorKind::TimedOut).then_some(io);
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// Becomes `--user`/`--group` for good: supplementary groups first, then the group, then the user.

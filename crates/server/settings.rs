@@ -45,6 +45,10 @@ pub(crate) struct Settings {
     pub(crate) python_path: Vec<PathBuf>,
     pub(crate) graceful_timeout: Duration,
     pub(crate) buffer_body: usize,
+    /// `--header-timeout`; None: never.
+    pub(crate) header_timeout: Option<Duration>,
+    /// `--socket-timeout`; None: never.
+    pub(crate) socket_timeout: Option<Duration>,
 }
 
 /// The example served when no APP is given; the repository's copy, found from where the binary was built.
@@ -139,6 +143,8 @@ impl Settings {
                 .collect::<anyhow::Result<_>>()?,
             graceful_timeout: Duration::from_secs_f64(args.graceful_timeout),
             buffer_body: args.buffer_body,
+            header_timeout: seconds_or_never("--header-timeout", args.header_timeout)?,
+            socket_timeout: seconds_or_never("--socket-timeout", args.socket_timeout)?,
         })
     }
 }
@@ -277,6 +283,14 @@ fn positive_seconds(flag: &'static str) -> impl Fn(f64) -> anyhow::Result<Durati
             bail!("{flag} must be a positive number of seconds, not {seconds}")
         }
     }
+}
+
+/// A number of seconds where 0 means no limit.
+fn seconds_or_never(flag: &'static str, seconds: f64) -> anyhow::Result<Option<Duration>> {
+    if seconds == 0.0 {
+        return Ok(None);
+    }
+    positive_seconds(flag)(seconds).map(Some)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {

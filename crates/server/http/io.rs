@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -14,12 +16,32 @@ use hyper::body::{Frame, Incoming};
 use rwsgi_engine::{
     BodyChunk, BodyReader, ClientGone, FileRegion, Output, ResponseHead, ResponseSink, TrySendError,
 };
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 /// Chunks of a streamed body in flight between the connection and a Python thread, each way.
 const CHANNEL_CHUNKS: usize = 8;
 /// How much of a file is read per chunk when sending a `wsgi.file_wrapper` response.
 const FILE_CHUNK: usize = 256 * 1024;
+
+/// The I/O runtime, which a Python thread waiting on a channel with `--socket-timeout` asks for the time.
+static RUNTIME: OnceLock<Handle> = OnceLock::new();
+
+/// Tells the channels which runtime does the I/O; called once, when it starts.
+pub(crate) fn use_runtime(handle: Handle) {
+    let _ = RUNTIME.set(handle);
+}
+
+/// `--socket-timeout` ran out on a Python thread's wait for the client.
+fn stalled(what: &str, limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "the client {what} for {} s (--socket-timeout)",
+            limit.as_secs_f64()
+        ),
+    )
+}
 
 /// The request body: what was read before dispatch, then (for large bodies) the rest as it arrives.
 pub(crate) struct RequestBody {
@@ -29,11 +51,17 @@ pub(crate) struct RequestBody {
     /// copy the body).
     buffered: VecDeque<Bytes>,
     rest: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    /// `--socket-timeout`: how long a Python thread waits for more of a streamed body.
+    timeout: Option<Duration>,
 }
 
 impl RequestBody {
     /// Reads up to `limit` bytes of `body` now; a larger body is streamed by a task from then on.
-    pub(crate) async fn read(mut body: Incoming, limit: usize) -> io::Result<Self> {
+    pub(crate) async fn read(
+        mut body: Incoming,
+        limit: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<Self> {
         let mut first = None;
         let mut buffered = VecDeque::new();
         let mut len = 0;
@@ -53,6 +81,7 @@ impl RequestBody {
                         first,
                         buffered,
                         rest: Some(stream(body)),
+                        timeout,
                     });
                 }
             }
@@ -61,6 +90,7 @@ impl RequestBody {
             first,
             buffered,
             rest: None,
+            timeout,
         })
     }
 
@@ -75,6 +105,7 @@ impl RequestBody {
             first: None,
             buffered: VecDeque::new(),
             rest: None,
+            timeout: None,
         }
     }
 }
@@ -88,7 +119,7 @@ fn stream(mut body: Incoming) -> mpsc::Receiver<io::Result<Bytes>> {
                     Ok(data) if !data.is_empty() => Ok(data),
                     _ => continue,
                 },
-                Err(err) => Err(io::Error::other(err)),
+                Err(err) => Err(connection_error(err)),
             };
             let failed = item.is_err();
             // The app stopped reading (the request is over): drop the rest.
@@ -98,6 +129,15 @@ fn stream(mut body: Incoming) -> mpsc::Receiver<io::Result<Bytes>> {
         }
     });
     rx
+}
+
+/// hyper's error for a body the connection failed to deliver, with the cause (a timeout, a reset) kept.
+fn connection_error(err: hyper::Error) -> io::Error {
+    let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<io::Error>());
+    match cause {
+        Some(cause) => io::Error::new(cause.kind(), format!("{err}: {cause}")),
+        None => io::Error::other(err),
+    }
 }
 
 impl BodyReader for RequestBody {
@@ -119,7 +159,17 @@ impl BodyReader for RequestBody {
         if let Some(chunk) = self.try_next() {
             return chunk;
         }
-        match self.rest.as_mut().and_then(|rest| rest.blocking_recv()) {
+        let Some(rest) = self.rest.as_mut() else {
+            return Ok(BodyChunk::End);
+        };
+        let received = match (self.timeout, RUNTIME.get()) {
+            (Some(limit), Some(runtime)) => runtime
+                // The timer is made inside: it needs the runtime's context.
+                .block_on(async { tokio::time::timeout(limit, rest.recv()).await })
+                .map_err(|_| stalled("sent no more of the request body", limit))?,
+            _ => rest.blocking_recv(),
+        };
+        match received {
             Some(item) => item.map(BodyChunk::Data),
             None => Ok(BodyChunk::End),
         }
@@ -143,18 +193,44 @@ pub(crate) struct Aborted;
 pub(crate) struct ResponseChannel {
     start: Option<oneshot::Sender<ResponseStart>>,
     body: Option<mpsc::Sender<Result<Frame<Bytes>, Aborted>>>,
+    /// `--socket-timeout`: how long a Python thread waits for the client to take more of the response.
+    timeout: Option<Duration>,
 }
 
 impl ResponseChannel {
-    pub(crate) fn new() -> (Self, oneshot::Receiver<ResponseStart>) {
+    pub(crate) fn new(timeout: Option<Duration>) -> (Self, oneshot::Receiver<ResponseStart>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
                 start: Some(tx),
                 body: None,
+                timeout,
             },
             rx,
         )
+    }
+
+    /// Hands a body frame to the connection, waiting while the client is slow, but not past the timeout:
+    /// a client that stopped reading must not hold a Python thread for good.
+    fn send_frame(&self, frame: Result<Frame<Bytes>, Aborted>) -> Result<(), ClientGone> {
+        let body = self.body()?;
+        match (self.timeout, RUNTIME.get()) {
+            (Some(limit), Some(runtime)) => {
+                match runtime
+                    .block_on(async { tokio::time::timeout(limit, body.send(frame)).await })
+                {
+                    Ok(sent) => sent.map_err(|_| ClientGone),
+                    Err(_) => {
+                        eprintln!(
+                            "rwsgi: {}; the response is abandoned",
+                            stalled("read none of the response", limit)
+                        );
+                        Err(ClientGone)
+                    }
+                }
+            }
+            _ => body.blocking_send(frame).map_err(|_| ClientGone),
+        }
     }
 
     fn start(&mut self, start: ResponseStart) -> Result<(), TrySendError> {
@@ -167,7 +243,6 @@ impl ResponseChannel {
     }
 
     fn send_file(&self, region: &FileRegion) -> Result<(), ClientGone> {
-        let body = self.body()?;
         let mut offset = region.offset;
         let end = region.offset.saturating_add(region.len);
         while offset < end {
@@ -183,8 +258,7 @@ impl ResponseChannel {
             };
             buf.truncate(read);
             offset += read as u64;
-            body.blocking_send(Ok(Frame::data(buf.into())))
-                .map_err(|_| ClientGone)?;
+            self.send_frame(Ok(Frame::data(buf.into())))?;
         }
         Ok(())
     }
@@ -229,14 +303,12 @@ impl ResponseSink for ResponseChannel {
 
     fn send(&mut self, output: Output) -> Result<(), ClientGone> {
         match output {
-            Output::Body(data) => self
-                .body()?
-                .blocking_send(Ok(Frame::data(data)))
-                .map_err(|_| ClientGone),
+            Output::Body(data) => self.send_frame(Ok(Frame::data(data))),
             Output::File(region) => self.send_file(&region),
             Output::Abort => {
-                let body = self.body.take().ok_or(ClientGone)?;
-                body.blocking_send(Err(Aborted)).map_err(|_| ClientGone)
+                let sent = self.send_frame(Err(Aborted));
+                self.body = None;
+                sent
             }
             other => self.try_send(other).map_err(|_| ClientGone),
         }

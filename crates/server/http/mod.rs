@@ -5,6 +5,10 @@
 //! (large), and responses are written by hyper from channels, so slow clients never hold a Python thread.
 
 mod io;
+mod stall;
+
+pub(crate) use io::use_runtime;
+pub(crate) use stall::{Limits, Stall};
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -28,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) pool: Submitter,
     pub(crate) buffer_body: usize,
+    /// `--header-timeout` and `--socket-timeout`.
+    pub(crate) limits: Limits,
     /// `--trust-proxy-header`: what a proxy in front may say of the request.
     pub(crate) trusted_proxy: Option<crate::settings::TrustedProxy>,
     /// `--access-log`: where each response's line goes.
@@ -164,12 +170,12 @@ async fn respond(
     let body = if http_body::Body::is_end_stream(&body) {
         RequestBody::empty()
     } else {
-        match RequestBody::read(body, shared.buffer_body).await {
+        match RequestBody::read(body, shared.buffer_body, shared.limits.stalled).await {
             Ok(body) => body,
             Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed request body\n"),
         }
     };
-    let (sink, started) = ResponseChannel::new();
+    let (sink, started) = ResponseChannel::new(shared.limits.stalled);
     let complete = body.is_complete();
     let request = Request::new(vars, Box::new(body), Box::new(sink), None);
     // A fast app's request runs right here, saving two thread hand-offs; the pool decides when. Only a
