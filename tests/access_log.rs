@@ -61,19 +61,31 @@ const REQUESTS: &[&[u8]] = &[
     b"POST /echo HTTP/1.0\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc",
     b"GET /nowhere?x=%22&y=1 HTTP/1.1\r\nHost: localhost\r\nUser-Agent: tab\there \xff\\ \"q\"\r\nConnection: close\r\n\r\n",
     b"GET /big?n=100000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    b"GET /caf%C3%A9/%22q%22?x=%20 HTTP/1.1\r\nHost: localhost\r\nX-Dup: one\r\nX-Dup: two\r\nConnection: close\r\n\r\n",
 ];
+
+/// Fields beyond `combined`, in a second log of each server.
+const PARTS: &str = "%U|%q|%m|%H|%>s|%{X-Dup}i";
 
 #[test]
 fn combined_lines_are_the_ones_apache_writes_for_the_same_requests() {
     let dir = scratch("combined");
-    let log = dir.join("access.log");
+    let (log, parts) = (dir.join("access.log"), dir.join("parts.log"));
     let server = Server::start(&[&app("suite.py"), "--access-log", log.to_str().unwrap()]);
-    let apache = Apache::start(
-        "LogFormat \"%h %l %u %t \\\"%r\\\" %>s %b \\\"%{Referer}i\\\" \\\"%{User-Agent}i\\\"\" combined\n\
+    let parts_server = Server::start(&[
+        &app("suite.py"),
+        "--access-log",
+        parts.to_str().unwrap(),
+        "--access-log-format",
+        PARTS,
+    ]);
+    let apache = Apache::start(&format!(
+        "LogFormat \"%h %l %u %t \\\"%r\\\" %>s %b \\\"%{{Referer}}i\\\" \\\"%{{User-Agent}}i\\\"\" combined\n\
          CustomLog combined.log combined\n\
+         CustomLog parts.log \"{PARTS}\"\n\
          WSGIScriptAlias / @REPO@/tests/apps/suite.py\n\
          <Directory @REPO@/tests/apps>\n    Require all granted\n</Directory>\n",
-    );
+    ));
     for raw in REQUESTS {
         let ours = server.request_bytes(raw);
         let theirs = apache.request_bytes(raw);
@@ -83,12 +95,16 @@ fn combined_lines_are_the_ones_apache_writes_for_the_same_requests() {
             "{}",
             String::from_utf8_lossy(raw)
         );
+        assert_eq!(parts_server.request_bytes(raw).status, ours.status);
     }
     let ours = wait_for_lines(&log, REQUESTS.len());
     let theirs = wait_for_lines(&apache.dir.join("combined.log"), REQUESTS.len());
     let ours: Vec<String> = ours.iter().map(|l| without_time(l)).collect();
     let theirs: Vec<String> = theirs.iter().map(|l| without_time(l)).collect();
     assert_eq!(ours, theirs);
+    let ours_parts = wait_for_lines(&parts, REQUESTS.len());
+    let theirs_parts = wait_for_lines(&apache.dir.join("parts.log"), REQUESTS.len());
+    assert_eq!(ours_parts, theirs_parts);
     // What the lines say, so the comparison cannot pass on two empty logs.
     assert_eq!(
         ours[0],
@@ -107,6 +123,10 @@ fn combined_lines_are_the_ones_apache_writes_for_the_same_requests() {
         ours[4].contains("\"GET /big?n=100000 HTTP/1.1\" 200 100000 "),
         "{}",
         ours[4]
+    );
+    assert_eq!(
+        ours_parts[5],
+        "/caf\\xc3\\xa9/\\\"q\\\"|?x=%20|GET|HTTP/1.1|404|one, two"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

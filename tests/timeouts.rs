@@ -100,3 +100,42 @@ fn a_client_that_stops_sending_its_body_makes_the_app_s_read_fail() {
         "{err}"
     );
 }
+
+#[test]
+fn a_head_that_trickles_in_is_cut_off_at_the_header_timeout() {
+    let server = Server::start(&[&app("suite.py"), "--header-timeout", "2"]);
+    let mut stream = server.connect();
+    let began = Instant::now();
+    stream.write_all(b"GET /stream HTTP/1.1\r\n").unwrap();
+    // A header line every 0.4 s: progress, but the head never completes.
+    let mut closed = false;
+    for i in 0..25 {
+        std::thread::sleep(Duration::from_millis(400));
+        if stream
+            .write_all(format!("X-Trickle-{i}: y\r\n").as_bytes())
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+    }
+    if !closed {
+        closed_after(&mut stream);
+    }
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1600) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}
+
+#[test]
+fn a_small_body_that_never_arrives_is_answered_408() {
+    let server = Server::start(&[&app("suite.py"), "--socket-timeout", "1"]);
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /input/read HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly this")
+        .unwrap();
+    let response = read_response(&mut std::io::BufReader::new(stream), false).unwrap();
+    assert_eq!(response.status, 408);
+}

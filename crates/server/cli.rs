@@ -96,7 +96,8 @@ pub(crate) struct ServeArgs {
     #[arg(
         long = "trust-proxy",
         value_name = "ADDR[/BITS]",
-        requires = "trust_proxy_header"
+        requires = "trust_proxy_header",
+        conflicts_with = "unix_socket"
     )]
     pub(crate) trust_proxy: Vec<String>,
     /// Do not reload a WSGI script file when it changes (mod_wsgi's `WSGIScriptReloading Off`).

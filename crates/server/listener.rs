@@ -6,15 +6,14 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
-use std::os::unix::net::UnixStream;
+use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use listenfd::ListenFd;
 
 use crate::http::Peer;
-use crate::settings::Listen;
+use crate::settings::{Listen, RunAs};
 
 /// Connections waiting to be accepted before the kernel refuses more.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -23,18 +22,22 @@ const LISTEN_BACKLOG: i32 = 1024;
 #[derive(Debug)]
 pub(crate) enum Listener {
     Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
+    /// With the path it was made at, if we made it (the kernel names a socket by where it was bound,
+    /// which for ours is a private directory it has since left).
+    Unix(std::os::unix::net::UnixListener, Option<PathBuf>),
 }
 
 impl Listener {
-    /// Binds and listens where the settings say (for `--reuse-port`, see [`Listener::reserve`]).
-    pub(crate) fn bind(listen: &Listen) -> anyhow::Result<Self> {
+    /// Binds and listens where the settings say (for `--reuse-port`, see [`Listener::reserve`]). A UNIX
+    /// socket is given to `owner` (`--user`), as gunicorn does, so the app's group can be the one the
+    /// proxy connects with.
+    pub(crate) fn bind(listen: &Listen, owner: Option<RunAs>) -> anyhow::Result<Self> {
         match listen {
             Listen::Tcp(addr) => bind_tcp(*addr, false)
                 .map(Listener::Tcp)
                 .with_context(|| format!("cannot listen on {addr}")),
-            Listen::Unix { path, mode } => bind_unix(path, *mode)
-                .map(Listener::Unix)
+            Listen::Unix { path, mode } => bind_unix(path, *mode, owner)
+                .map(|listener| Listener::Unix(listener, Some(path.clone())))
                 .with_context(|| format!("cannot listen on unix:{}", path.display())),
         }
     }
@@ -53,7 +56,9 @@ impl Listener {
         let mut fds = ListenFd::from_env();
         let inherited = match listen {
             Listen::Tcp(_) => fds.take_tcp_listener(0).map(|l| l.map(Listener::Tcp)),
-            Listen::Unix { .. } => fds.take_unix_listener(0).map(|l| l.map(Listener::Unix)),
+            Listen::Unix { .. } => fds
+                .take_unix_listener(0)
+                .map(|l| l.map(|l| Listener::Unix(l, None))),
         };
         inherited.context("cannot use the socket passed in LISTEN_FDS")
     }
@@ -70,24 +75,11 @@ impl Listener {
             .with_context(|| format!("cannot listen on {addr}"))
     }
 
-    /// With `--user`: the UNIX socket's file is given to that user and group (as gunicorn does), so the
-    /// app's group can be the one the proxy connects with.
-    pub(crate) fn hand_to(&self, owner: crate::settings::RunAs) -> anyhow::Result<()> {
-        let Listener::Unix(listener) = self else {
-            return Ok(());
-        };
-        let Some(path) = listener.local_addr()?.as_pathname().map(Path::to_path_buf) else {
-            return Ok(());
-        };
-        std::os::unix::fs::chown(&path, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))
-            .with_context(|| format!("cannot give unix:{} to --user", path.display()))
-    }
-
     /// A descriptor of the same socket, for a worker.
     pub(crate) fn share(&self) -> io::Result<OwnedFd> {
         Ok(match self {
             Listener::Tcp(listener) => listener.try_clone()?.into(),
-            Listener::Unix(listener) => listener.try_clone()?.into(),
+            Listener::Unix(listener, _) => listener.try_clone()?.into(),
         })
     }
 
@@ -95,7 +87,8 @@ impl Listener {
     pub(crate) fn describe(&self) -> io::Result<String> {
         Ok(match self {
             Listener::Tcp(listener) => format!("http://{}", listener.local_addr()?),
-            Listener::Unix(listener) => match listener.local_addr()?.as_pathname() {
+            Listener::Unix(_, Some(path)) => format!("unix:{}", path.display()),
+            Listener::Unix(listener, None) => match listener.local_addr()?.as_pathname() {
                 Some(path) => format!("unix:{}", path.display()),
                 None => "unix:(unnamed)".to_owned(),
             },
@@ -109,7 +102,7 @@ impl Listener {
                 listener.set_nonblocking(true)?;
                 Accepting::Tcp(tokio::net::TcpListener::from_std(listener)?)
             }
-            Listener::Unix(listener) => {
+            Listener::Unix(listener, _) => {
                 listener.set_nonblocking(true)?;
                 Accepting::Unix(tokio::net::UnixListener::from_std(listener)?)
             }
@@ -174,46 +167,91 @@ fn bound_tcp(addr: std::net::SocketAddr, reuse_port: bool) -> io::Result<socket2
     Ok(socket)
 }
 
-/// Binds the UNIX socket, replacing a stale socket file (one nothing listens on) but never another kind of
-/// file, nor a socket a running server still answers on.
-fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<std::os::unix::net::UnixListener> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the path exists and is not a socket",
-            ));
+/// Binds the UNIX socket, replacing a stale socket file (one that refuses connections) but never another
+/// kind of file, nor a socket a server still answers on.
+///
+/// The socket is made in a directory of its own that only we can enter, given its mode and owner there,
+/// and then renamed into place: done at the final path, another user able to write its directory could
+/// swap the socket for a link between the bind and the chmod, and have root change that file instead.
+fn bind_unix(
+    path: &Path,
+    mode: Option<u32>,
+    owner: Option<RunAs>,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    refuse_live_or_foreign(path)?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let private = dir.join(format!(
+        ".{}.rwsgi-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let made = private.join("socket");
+    let bound = (|| {
+        let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+        socket.bind(&socket2::SockAddr::unix(&made)?)?;
+        if let Some(mode) = mode {
+            std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))?;
         }
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "a server is listening on it",
-            ));
+        if let Some(owner) = owner {
+            std::os::unix::fs::lchown(&made, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))?;
         }
-        std::fs::remove_file(path)?;
+        socket.listen(LISTEN_BACKLOG)?;
+        std::fs::rename(&made, path)?;
+        Ok(socket.into())
+    })();
+    let _ = std::fs::remove_file(&made);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+/// Clears the way for a new socket at `path`: nothing there, or a stale socket (removed).
+fn refuse_live_or_foreign(path: &Path) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ));
     }
-    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
-    socket.bind(&socket2::SockAddr::unix(path)?)?;
-    if let Some(mode) = mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    // Without waiting: a live server with a full backlog answers "try again", not a hang.
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    probe.set_nonblocking(true)?;
+    match probe.connect(&socket2::SockAddr::unix(path)?) {
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Ok(()) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "a server is listening on it",
+        )),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "a server is listening on it",
+        )),
+        Err(err) => Err(io::Error::new(
+            err.kind(),
+            format!("cannot tell whether a server is listening on it: {err}"),
+        )),
     }
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// The UNIX socket's file, removed when the supervisor exits (as gunicorn removes its own).
 pub(crate) struct SocketFile(Option<PathBuf>);
 
 impl SocketFile {
+    /// The file of a socket this process made; nothing for others (systemd's, a TCP socket).
     pub(crate) fn of(listener: &Listener) -> Self {
-        let path = match listener {
-            Listener::Unix(listener) => listener
-                .local_addr()
-                .ok()
-                .and_then(|addr| addr.as_pathname().map(Path::to_path_buf)),
-            Listener::Tcp(_) => None,
-        };
-        SocketFile(path)
+        match listener {
+            Listener::Unix(_, path) => SocketFile(path.clone()),
+            Listener::Tcp(_) => SocketFile(None),
+        }
     }
 }
 
@@ -234,18 +272,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rwsgi-listener-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        let live = bind_unix(&path, Some(0o600)).unwrap();
+        let live = bind_unix(&path, Some(0o600), None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let err = bind_unix(&path, None).unwrap_err();
+        let err = bind_unix(&path, None, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(live);
         // Closed but still on disk: stale, so replaced.
         assert!(path.exists());
-        let _again = bind_unix(&path, None).unwrap();
+        let _again = bind_unix(&path, None, None).unwrap();
         let plain = dir.join("plain");
         std::fs::write(&plain, b"keep me").unwrap();
-        assert!(bind_unix(&plain, None).is_err());
+        assert!(bind_unix(&plain, None, None).is_err());
         assert_eq!(std::fs::read(&plain).unwrap(), b"keep me");
         let _ = std::fs::remove_dir_all(&dir);
     }

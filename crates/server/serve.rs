@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::access_log::AccessLog;
 use crate::http::{self, Peer, Shared};
-use crate::listener::{Listener, Stream};
+use crate::listener::{Listener, SocketFile, Stream};
 use crate::settings::{Listen, Settings};
 use crate::supervisor;
 
@@ -69,19 +69,20 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let inherited = Listener::inherited(&settings.listen)?;
     // `rwsgi serve` is always a supervisor (no Python) over workers, as gunicorn always has its arbiter.
     if !worker {
+        let mut socket_file = None;
         let listener = match (inherited, &settings.listen) {
             (Some(listener), _) => listener,
             (None, Listen::Tcp(addr)) if settings.reuse_port => Listener::reserve(*addr)?,
             (None, listen) => {
-                let listener = Listener::bind(listen)?;
-                // Only a socket we made: systemd's has the owner its unit gives it.
-                if let Some(owner) = settings.run_as {
-                    listener.hand_to(owner)?;
-                }
+                let listener = Listener::bind(listen, settings.run_as)?;
+                // Only a socket we made is ours to remove: systemd's belongs to its unit.
+                socket_file = Some(SocketFile::of(&listener));
                 listener
             }
         };
-        return supervisor::run(settings, listener);
+        let served = supervisor::run(settings, listener);
+        drop(socket_file);
+        return served;
     }
     // The socket is bound (or inherited); nothing after this needs root.
     let listener = match inherited {
@@ -89,7 +90,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         // this worker listens on a socket of its own at that address.
         Some(reserved) if settings.reuse_port => Listener::listen_beside(reserved)?,
         Some(listener) => listener,
-        None => Listener::bind(&settings.listen)?,
+        None => Listener::bind(&settings.listen, settings.run_as)?,
     };
     if let Some(run_as) = settings.run_as {
         drop_privileges(run_as)?;
@@ -146,7 +147,7 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
         pool: pool.submitter(),
         buffer_body: settings.buffer_body,
         limits: http::Limits {
-            idle: settings.header_timeout,
+            head: settings.header_timeout,
             stalled: settings.socket_timeout,
         },
         access_log: access_log.clone(),
@@ -204,7 +205,6 @@ pub(crate) fn run(settings: Settings) -> anyhow::Result<()> {
     let serve_io = move || -> anyhow::Result<()> {
         let runtime = io_runtime(io_threads, inline, access_log.clone())
             .context("cannot start the I/O runtime")?;
-        http::use_runtime(runtime.handle().clone());
         let served = runtime.block_on(listen_and_serve(
             settings,
             shared,
@@ -371,10 +371,17 @@ fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let phase = Arc::new(http::Phase::default());
+    let stream = http::Stall::new(stream, shared.limits, Arc::clone(&phase));
     let service_shared = Arc::clone(shared);
-    let service =
-        service_fn(move |request| http::handle(request, peer, Arc::clone(&service_shared)));
-    let stream = http::Stall::new(stream, shared.limits);
+    let service = service_fn(move |request| {
+        http::handle(
+            request,
+            peer,
+            Arc::clone(&service_shared),
+            Arc::clone(&phase),
+        )
+    });
     let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
     tokio::spawn(async move {
         // A client that vanishes mid-request is not the server's error; one that stalled is worth a line.

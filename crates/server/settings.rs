@@ -276,12 +276,10 @@ fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> anyhow::Result<Opt
 
 /// Validates a number of seconds given for `flag`.
 fn positive_seconds(flag: &'static str) -> impl Fn(f64) -> anyhow::Result<Duration> {
-    move |seconds| {
-        if seconds.is_finite() && seconds > 0.0 {
-            Ok(Duration::from_secs_f64(seconds))
-        } else {
-            bail!("{flag} must be a positive number of seconds, not {seconds}")
-        }
+    move |seconds| match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if seconds > 0.0 => Ok(duration),
+        Err(_) if seconds > 0.0 => bail!("{flag} {seconds:e} is too many seconds"),
+        _ => bail!("{flag} must be a positive number of seconds, not {seconds}"),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use command_fds::{CommandFdExt, FdMapping};
 
-use crate::listener::{Listener, SocketFile};
+use crate::listener::Listener;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -136,7 +136,6 @@ pub(crate) fn run(settings: Settings, listener: Listener) -> anyhow::Result<()> 
 
 async fn supervise(settings: Settings, listener: Listener) -> anyhow::Result<()> {
     let description = listener.describe()?;
-    let _socket_file = SocketFile::of(&listener);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut workers = Workers {
         by_pid: HashMap::new(),

@@ -338,7 +338,8 @@ fn render_field(field: Field, f: &Fields<'_>, out: &mut Vec<u8>) {
         Field::Dash => out.push(b'-'),
         Field::Method => escape(f.method.as_bytes(), out),
         Field::Protocol => escape(f.protocol.as_bytes(), out),
-        Field::Path => escape(split_target(f.target).0.as_bytes(), out),
+        // Decoded, as Apache logs the path it served (`r->uri`).
+        Field::Path => escape(&percent_decoded(split_target(f.target).0.as_bytes()), out),
         Field::Query => {
             if let Some(query) = split_target(f.target).1 {
                 out.push(b'?');
@@ -416,6 +417,34 @@ fn header(value: Option<&Option<HeaderValue>>, out: &mut Vec<u8>) {
         Some(value) => escape(value.as_bytes(), out),
         None => out.push(b'-'),
     }
+}
+
+/// `%XX` escapes decoded; a `%` not followed by two hex digits stays as it is.
+fn percent_decoded(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !path.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let decoded = match (path.get(i), path.get(i + 1), path.get(i + 2)) {
+            (Some(b'%'), Some(&h), Some(&l)) => hex(h).zip(hex(l)),
+            _ => None,
+        };
+        match decoded {
+            Some((h, l)) => {
+                // Two hex digits make at most 255.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            None => {
+                out.push(path[i]);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The path and the query (without its `?`) of a request target.
@@ -524,7 +553,7 @@ mod tests {
                 "%a %A %p %{remote}p %b %B %D %T %{ms}T %H %m %U %q %P %s %>s %{sec}t %{msec}t %{Host}i %{content-type}o %% %l %u",
                 &f
             ),
-            "10.1.2.3 127.0.0.1 8000 40000 12 12 1234567 1 1234 HTTP/1.1 GET /a%20b ?x=1&y=\\\"2\\\" 4242 \
+            "10.1.2.3 127.0.0.1 8000 40000 12 12 1234567 1 1234 HTTP/1.1 GET /a b ?x=1&y=\\\"2\\\" 4242 \
              200 200 1764041564 1764041564123 example.org text/plain % - -\n"
         );
         let empty = Fields {
@@ -581,6 +610,18 @@ mod tests {
         assert!(matches!(err("%{bad name}i"), FormatError::BadName { .. }));
         assert!(matches!(err("%40s"), FormatError::Condition { .. }));
         assert!(err("%h %Z").to_string().contains("%Z"));
+    }
+
+    #[test]
+    fn the_path_is_logged_decoded_and_escaped() {
+        let f = Fields {
+            target: "/caf%C3%A9/%22x%22/%zz/100%?q=%20",
+            ..fields(&[], &[])
+        };
+        assert_eq!(
+            line("%U %q", &f),
+            "/caf\\xc3\\xa9/\\\"x\\\"/%zz/100% ?q=%20\n"
+        );
     }
 
     #[test]

@@ -254,10 +254,7 @@ impl Entry {
     ) -> Self {
         let format = log.format();
         let pick = |names: &[http::HeaderName], headers: &http::HeaderMap| {
-            names
-                .iter()
-                .map(|name| headers.get(name).cloned())
-                .collect()
+            names.iter().map(|name| joined(headers, name)).collect()
         };
         Entry {
             arrived: arrival.0,
@@ -272,6 +269,22 @@ impl Entry {
             log: Arc::clone(log),
         }
     }
+}
+
+/// A header's value; a repeated header's values joined with ", ", as Apache logs them.
+fn joined(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(first.clone());
+    };
+    let mut all = first.as_bytes().to_vec();
+    for value in std::iter::once(second).chain(values) {
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(value.as_bytes());
+    }
+    // Made of valid values and ", ": valid too.
+    HeaderValue::from_bytes(&all).ok()
 }
 
 impl Drop for Entry {

@@ -7,8 +7,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -16,32 +14,12 @@ use hyper::body::{Frame, Incoming};
 use rwsgi_engine::{
     BodyChunk, BodyReader, ClientGone, FileRegion, Output, ResponseHead, ResponseSink, TrySendError,
 };
-use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 /// Chunks of a streamed body in flight between the connection and a Python thread, each way.
 const CHANNEL_CHUNKS: usize = 8;
 /// How much of a file is read per chunk when sending a `wsgi.file_wrapper` response.
 const FILE_CHUNK: usize = 256 * 1024;
-
-/// The I/O runtime, which a Python thread waiting on a channel with `--socket-timeout` asks for the time.
-static RUNTIME: OnceLock<Handle> = OnceLock::new();
-
-/// Tells the channels which runtime does the I/O; called once, when it starts.
-pub(crate) fn use_runtime(handle: Handle) {
-    let _ = RUNTIME.set(handle);
-}
-
-/// `--socket-timeout` ran out on a Python thread's wait for the client.
-fn stalled(what: &str, limit: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!(
-            "the client {what} for {} s (--socket-timeout)",
-            limit.as_secs_f64()
-        ),
-    )
-}
 
 /// The request body: what was read before dispatch, then (for large bodies) the rest as it arrives.
 pub(crate) struct RequestBody {
@@ -51,22 +29,16 @@ pub(crate) struct RequestBody {
     /// copy the body).
     buffered: VecDeque<Bytes>,
     rest: Option<mpsc::Receiver<io::Result<Bytes>>>,
-    /// `--socket-timeout`: how long a Python thread waits for more of a streamed body.
-    timeout: Option<Duration>,
 }
 
 impl RequestBody {
     /// Reads up to `limit` bytes of `body` now; a larger body is streamed by a task from then on.
-    pub(crate) async fn read(
-        mut body: Incoming,
-        limit: usize,
-        timeout: Option<Duration>,
-    ) -> io::Result<Self> {
+    pub(crate) async fn read(mut body: Incoming, limit: usize) -> io::Result<Self> {
         let mut first = None;
         let mut buffered = VecDeque::new();
         let mut len = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(io::Error::other)?;
+            let frame = frame.map_err(connection_error)?;
             if let Ok(data) = frame.into_data() {
                 if data.is_empty() {
                     continue;
@@ -81,7 +53,6 @@ impl RequestBody {
                         first,
                         buffered,
                         rest: Some(stream(body)),
-                        timeout,
                     });
                 }
             }
@@ -90,7 +61,6 @@ impl RequestBody {
             first,
             buffered,
             rest: None,
-            timeout,
         })
     }
 
@@ -105,7 +75,6 @@ impl RequestBody {
             first: None,
             buffered: VecDeque::new(),
             rest: None,
-            timeout: None,
         }
     }
 }
@@ -159,17 +128,9 @@ impl BodyReader for RequestBody {
         if let Some(chunk) = self.try_next() {
             return chunk;
         }
-        let Some(rest) = self.rest.as_mut() else {
-            return Ok(BodyChunk::End);
-        };
-        let received = match (self.timeout, RUNTIME.get()) {
-            (Some(limit), Some(runtime)) => runtime
-                // The timer is made inside: it needs the runtime's context.
-                .block_on(async { tokio::time::timeout(limit, rest.recv()).await })
-                .map_err(|_| stalled("sent no more of the request body", limit))?,
-            _ => rest.blocking_recv(),
-        };
-        match received {
+        // A client that stops sending fails the connection's read (`--socket-timeout`, in `stall`), which
+        // ends this wait with the error.
+        match self.rest.as_mut().and_then(|rest| rest.blocking_recv()) {
             Some(item) => item.map(BodyChunk::Data),
             None => Ok(BodyChunk::End),
         }
@@ -193,44 +154,26 @@ pub(crate) struct Aborted;
 pub(crate) struct ResponseChannel {
     start: Option<oneshot::Sender<ResponseStart>>,
     body: Option<mpsc::Sender<Result<Frame<Bytes>, Aborted>>>,
-    /// `--socket-timeout`: how long a Python thread waits for the client to take more of the response.
-    timeout: Option<Duration>,
 }
 
 impl ResponseChannel {
-    pub(crate) fn new(timeout: Option<Duration>) -> (Self, oneshot::Receiver<ResponseStart>) {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<ResponseStart>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
                 start: Some(tx),
                 body: None,
-                timeout,
             },
             rx,
         )
     }
 
-    /// Hands a body frame to the connection, waiting while the client is slow, but not past the timeout:
-    /// a client that stopped reading must not hold a Python thread for good.
+    /// Hands a body frame to the connection, waiting while the client is slow. A client that stops
+    /// reading fails the connection's write (`--socket-timeout`, in `stall`), which closes the channel and
+    /// ends this wait: the wait itself has no limit, since a slow client still reading is no reason to cut
+    /// its response short.
     fn send_frame(&self, frame: Result<Frame<Bytes>, Aborted>) -> Result<(), ClientGone> {
-        let body = self.body()?;
-        match (self.timeout, RUNTIME.get()) {
-            (Some(limit), Some(runtime)) => {
-                match runtime
-                    .block_on(async { tokio::time::timeout(limit, body.send(frame)).await })
-                {
-                    Ok(sent) => sent.map_err(|_| ClientGone),
-                    Err(_) => {
-                        eprintln!(
-                            "rwsgi: {}; the response is abandoned",
-                            stalled("read none of the response", limit)
-                        );
-                        Err(ClientGone)
-                    }
-                }
-            }
-            _ => body.blocking_send(frame).map_err(|_| ClientGone),
-        }
+        self.body()?.blocking_send(frame).map_err(|_| ClientGone)
     }
 
     fn start(&mut self, start: ResponseStart) -> Result<(), TrySendError> {

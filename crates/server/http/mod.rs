@@ -7,8 +7,7 @@
 mod io;
 mod stall;
 
-pub(crate) use io::use_runtime;
-pub(crate) use stall::{Limits, Stall};
+pub(crate) use stall::{Limits, Phase, Stall};
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -49,6 +48,16 @@ pub(crate) type Peer = rwsgi_engine::Transport;
 pub(crate) struct ResponseBody {
     source: Source,
     logged: Option<Box<Entry>>,
+    /// The connection's phase, told when the response is done with.
+    phase: Option<Arc<Phase>>,
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(phase) = &self.phase {
+            phase.end();
+        }
+    }
 }
 
 /// Where a body's bytes come from: all at once, or streamed from a Python thread.
@@ -70,6 +79,7 @@ impl From<Source> for ResponseBody {
         ResponseBody {
             source,
             logged: None,
+            phase: None,
         }
     }
 }
@@ -119,21 +129,22 @@ impl Body for ResponseBody {
     }
 }
 
-/// Serves one request, and gives the access log its entry.
+/// Serves one request of a connection in `phase`, and gives the access log its entry.
 pub(crate) async fn handle(
     request: hyper::Request<Incoming>,
     peer: Peer,
     shared: Arc<Shared>,
+    phase: Arc<Phase>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let Some(log) = &shared.access_log else {
-        let (parts, body) = request.into_parts();
-        return Ok(respond(&parts, body, peer, &shared).await);
-    };
-    let arrival = Arrival::now();
+    phase.begin();
+    let arrival = shared.access_log.as_ref().map(|_| Arrival::now());
     let (parts, body) = request.into_parts();
     let mut response = respond(&parts, body, peer, &shared).await;
-    let entry = Entry::new(log, arrival, &parts, peer, &response);
-    response.body_mut().logged = Some(Box::new(entry));
+    if let (Some(log), Some(arrival)) = (&shared.access_log, arrival) {
+        let entry = Entry::new(log, arrival, &parts, peer, &response);
+        response.body_mut().logged = Some(Box::new(entry));
+    }
+    response.body_mut().phase = Some(phase);
     Ok(response)
 }
 
@@ -170,12 +181,18 @@ async fn respond(
     let body = if http_body::Body::is_end_stream(&body) {
         RequestBody::empty()
     } else {
-        match RequestBody::read(body, shared.buffer_body, shared.limits.stalled).await {
+        match RequestBody::read(body, shared.buffer_body).await {
             Ok(body) => body,
+            Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                return plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time\n",
+                )
+            }
             Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed request body\n"),
         }
     };
-    let (sink, started) = ResponseChannel::new(shared.limits.stalled);
+    let (sink, started) = ResponseChannel::new();
     let complete = body.is_complete();
     let request = Request::new(vars, Box::new(body), Box::new(sink), None);
     // A fast app's request runs right here, saving two thread hand-offs; the pool decides when. Only a

@@ -1,17 +1,22 @@
-//! Time limits on a connection that stops making progress: `--header-timeout` while it waits for a
-//! request (a new connection's first, or the next on an idle keep-alive connection) and `--socket-timeout`
-//! while a read or a write waits in the middle of one (a client that stops sending its body, or stops
-//! reading its response). When a limit runs out, the read or write fails and hyper closes the connection.
+//! Time limits on a connection that stops making progress. `--header-timeout` bounds the whole wait for a
+//! request head (a new connection's first request, or the next on a keep-alive connection), however the
+//! bytes trickle in; `--socket-timeout` bounds each wait in the middle of a request, a read (a client that
+//! stops sending its body) or a write (one that stops reading its response). When a limit runs out, the
+//! read or write fails and hyper closes the connection, which also ends any Python thread's wait on it.
+//!
+//! The HTTP layer says where the connection is through its [`Phase`]: a request begins when its head has
+//! been parsed (the service is called) and ends when its response body is dropped.
 //!
 //! Cheap on the path every request takes: a wait records when it began (one clock read) and polls a timer
-//! the connection keeps; progress only clears that record. The timer is not moved on each request (which
-//! costs a timer-wheel removal and insertion): it fires at a deadline that may be stale, and is then set to
-//! the real one. hyper's own header timer, which makes a timer per request, cost 4 % of the instructions of
-//! the smallest requests.
+//! the connection keeps. The timer is not moved on each request (which costs a timer-wheel removal and
+//! insertion): it fires at a deadline that may be stale, and is then set to the real one. hyper's own
+//! header timer, which makes a timer per request, cost 4 % of the instructions of the smallest requests.
 
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,19 +26,45 @@ use tokio::time::{Instant, Sleep};
 /// The connection's limits: `None` waits for ever.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Waiting for a request to begin.
-    pub(crate) idle: Option<Duration>,
-    /// Waiting in the middle of one, either way.
+    /// Receiving a request head.
+    pub(crate) head: Option<Duration>,
+    /// Any one wait in the middle of a request, either way.
     pub(crate) stalled: Option<Duration>,
+}
+
+/// How many requests of a connection have begun and ended; equal between requests. One connection is one
+/// task, so the counts need no ordering, only to be shareable.
+#[derive(Debug, Default)]
+pub(crate) struct Phase {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl Phase {
+    /// A request's head has been parsed.
+    pub(crate) fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request's response is done with (sent, or given up).
+    pub(crate) fn end(&self) {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The number of requests ended, if no request is under way.
+    fn between_requests(&self) -> Option<u64> {
+        let ended = self.ended.load(Ordering::Relaxed);
+        (self.begun.load(Ordering::Relaxed) == ended).then_some(ended)
+    }
 }
 
 /// A stream whose reads and writes fail once they have waited past their limit.
 pub(crate) struct Stall<S> {
     io: S,
     limits: Limits,
-    /// Nothing read since a response was written (or since the connection opened): a read that waits now
-    /// waits for the next request.
-    between_requests: bool,
+    phase: Arc<Phase>,
+    /// When the wait for the next head began, and how many requests had ended then.
+    head_since: Option<(u64, Instant)>,
     reading: Waiting,
     writing: Waiting,
 }
@@ -41,24 +72,19 @@ pub(crate) struct Stall<S> {
 /// One direction's wait, and its timer, made at the first wait and kept.
 #[derive(Default)]
 struct Waiting {
-    /// When the current wait began, and its limit.
-    since: Option<(Instant, Duration)>,
+    /// When the current wait began; cleared by progress.
+    since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Waiting {
-    /// The stream answered `Pending`: records the wait if it is new, and fails it once it is too long.
-    fn pending(
-        &mut self,
-        cx: &mut Context<'_>,
-        limit: Option<(Duration, &str)>,
-        what: &str,
-    ) -> Poll<io::Error> {
-        let Some((limit, flag)) = limit else {
+    /// The stream answered `Pending`: fails the wait once `since + limit` has passed, else makes sure the
+    /// timer will wake the connection then.
+    fn pending(&mut self, cx: &mut Context<'_>, since: Instant, limit: Duration) -> Poll<()> {
+        // A limit too large for the clock is no limit.
+        let Some(deadline) = since.checked_add(limit) else {
             return Poll::Pending;
         };
-        let (since, limit) = *self.since.get_or_insert_with(|| (Instant::now(), limit));
-        let deadline = since + limit;
         let timer = match &mut self.timer {
             Some(timer) => timer,
             None => self
@@ -79,27 +105,28 @@ impl Waiting {
                 return Poll::Pending;
             }
             if Instant::now() >= deadline {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the client {what} for {} s ({flag})", limit.as_secs_f64()),
-                ));
+                return Poll::Ready(());
             }
             // It fired at an earlier wait's deadline: on to this one's.
             timer.as_mut().reset(deadline);
         }
     }
+}
 
-    fn progressed(&mut self) {
-        self.since = None;
-    }
+fn timed_out(what: &str, limit: Duration, flag: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client {what} for {} s ({flag})", limit.as_secs_f64()),
+    )
 }
 
 impl<S> Stall<S> {
-    pub(crate) fn new(io: S, limits: Limits) -> Self {
+    pub(crate) fn new(io: S, limits: Limits, phase: Arc<Phase>) -> Self {
         Stall {
             io,
             limits,
-            between_requests: true,
+            phase,
+            head_since: None,
             reading: Waiting::default(),
             writing: Waiting::default(),
         }
@@ -110,24 +137,36 @@ impl<S> Stall<S> {
         cx: &mut Context<'_>,
         polled: Poll<io::Result<()>>,
     ) -> Poll<io::Result<()>> {
-        match polled {
-            Poll::Pending => {
-                let (limit, what) = match self.between_requests {
-                    true => (
-                        self.limits.idle.map(|l| (l, "--header-timeout")),
-                        "sent no request",
-                    ),
-                    false => (
-                        self.limits.stalled.map(|l| (l, "--socket-timeout")),
-                        "sent nothing more",
-                    ),
+        if polled.is_ready() {
+            self.reading.since = None;
+            return polled;
+        }
+        match self.phase.between_requests() {
+            // Waiting for a head: from when that wait began, whatever has arrived since.
+            Some(ended) => {
+                let Some(limit) = self.limits.head else {
+                    return Poll::Pending;
                 };
-                self.reading.pending(cx, limit, what).map(Err)
+                let since = match self.head_since {
+                    Some((seen, since)) if seen == ended => since,
+                    _ => self.head_since.insert((ended, Instant::now())).1,
+                };
+                let timed = self.reading.pending(cx, since, limit);
+                timed.map(|()| {
+                    Err(timed_out(
+                        "sent no complete request",
+                        limit,
+                        "--header-timeout",
+                    ))
+                })
             }
-            ready => {
-                self.reading.progressed();
-                self.between_requests = false;
-                ready
+            None => {
+                let Some(limit) = self.limits.stalled else {
+                    return Poll::Pending;
+                };
+                let since = *self.reading.since.get_or_insert_with(Instant::now);
+                let timed = self.reading.pending(cx, since, limit);
+                timed.map(|()| Err(timed_out("sent nothing more", limit, "--socket-timeout")))
             }
         }
     }
@@ -137,27 +176,16 @@ impl<S> Stall<S> {
         cx: &mut Context<'_>,
         polled: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        match polled {
-            Poll::Pending => self
-                .writing
-                .pending(
-                    cx,
-                    self.limits.stalled.map(|l| (l, "--socket-timeout")),
-                    "read nothing",
-                )
-                .map(Err),
-            ready => {
-                self.writing.progressed();
-                ready
-            }
+        if polled.is_ready() {
+            self.writing.since = None;
+            return polled;
         }
-    }
-
-    /// Bytes of a response went out: the next read that waits may be waiting for the next request.
-    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
-            self.between_requests = true;
-        }
+        let Some(limit) = self.limits.stalled else {
+            return Poll::Pending;
+        };
+        let since = *self.writing.since.get_or_insert_with(Instant::now);
+        let timed = self.writing.pending(cx, since, limit);
+        timed.map(|()| Err(timed_out("read nothing", limit, "--socket-timeout")))
     }
 }
 
@@ -181,7 +209,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.wrote(&polled);
         this.write_outcome(cx, polled)
     }
 
@@ -192,7 +219,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.wrote(&polled);
         this.write_outcome(cx, polled)
     }
 
