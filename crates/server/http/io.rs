@@ -154,6 +154,18 @@ pub(crate) struct Aborted;
 pub(crate) struct ResponseChannel {
     start: Option<oneshot::Sender<ResponseStart>>,
     body: Option<mpsc::Sender<Result<Frame<Bytes>, Aborted>>>,
+    /// A slot kept for the abort, so a streamed body that is not ended (an abort, or the sink dropped
+    /// without an end) always tells the connection so at once: a channel that just closed would make hyper
+    /// end the response as if it were complete.
+    unfinished: Option<mpsc::OwnedPermit<Result<Frame<Bytes>, Aborted>>>,
+}
+
+impl Drop for ResponseChannel {
+    fn drop(&mut self) {
+        if let Some(permit) = self.unfinished.take() {
+            permit.send(Err(Aborted));
+        }
+    }
 }
 
 impl ResponseChannel {
@@ -163,6 +175,7 @@ impl ResponseChannel {
             Self {
                 start: Some(tx),
                 body: None,
+                unfinished: None,
             },
             rx,
         )
@@ -172,8 +185,10 @@ impl ResponseChannel {
     /// reading fails the connection's write (`--socket-timeout`, in `stall`), which closes the channel and
     /// ends this wait: the wait itself has no limit, since a slow client still reading is no reason to cut
     /// its response short.
-    fn send_frame(&self, frame: Result<Frame<Bytes>, Aborted>) -> Result<(), ClientGone> {
-        self.body()?.blocking_send(frame).map_err(|_| ClientGone)
+    fn send_frame(&self, frame: Frame<Bytes>) -> Result<(), ClientGone> {
+        self.body()?
+            .blocking_send(Ok(frame))
+            .map_err(|_| ClientGone)
     }
 
     fn start(&mut self, start: ResponseStart) -> Result<(), TrySendError> {
@@ -201,7 +216,7 @@ impl ResponseChannel {
             };
             buf.truncate(read);
             offset += read as u64;
-            self.send_frame(Ok(Frame::data(buf.into())))?;
+            self.send_frame(Frame::data(buf.into()))?;
         }
         Ok(())
     }
@@ -212,7 +227,9 @@ impl ResponseSink for ResponseChannel {
         match output {
             Output::Complete(head, body) => self.start(ResponseStart::Complete(head, body)),
             Output::Head(head) => {
-                let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+                let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS + 1);
+                // A fresh channel has room: the reservation cannot fail.
+                self.unfinished = tx.clone().try_reserve_owned().ok();
                 self.body = Some(tx);
                 self.start(ResponseStart::Streaming(head, rx))
             }
@@ -229,30 +246,22 @@ impl ResponseSink for ResponseChannel {
             output @ Output::File(_) => Err(TrySendError::Full(output)),
             Output::End => {
                 self.body = None;
+                self.unfinished = None;
                 Ok(())
             }
             Output::Abort => {
-                let body = self.body.take().ok_or(TrySendError::Closed)?;
-                body.try_send(Err(Aborted)).map_err(|err| match err {
-                    mpsc::error::TrySendError::Full(_) => {
-                        self.body = Some(body.clone());
-                        TrySendError::Full(Output::Abort)
-                    }
-                    mpsc::error::TrySendError::Closed(_) => TrySendError::Closed,
-                })
+                self.body = None;
+                let permit = self.unfinished.take().ok_or(TrySendError::Closed)?;
+                permit.send(Err(Aborted));
+                Ok(())
             }
         }
     }
 
     fn send(&mut self, output: Output) -> Result<(), ClientGone> {
         match output {
-            Output::Body(data) => self.send_frame(Ok(Frame::data(data))),
+            Output::Body(data) => self.send_frame(Frame::data(data)),
             Output::File(region) => self.send_file(&region),
-            Output::Abort => {
-                let sent = self.send_frame(Err(Aborted));
-                self.body = None;
-                sent
-            }
             other => self.try_send(other).map_err(|_| ClientGone),
         }
     }
