@@ -32,14 +32,12 @@ impl Listener {
     /// socket is given to `owner` (`--user`), as gunicorn does, so the app's group can be the one the
     /// proxy connects with.
     pub(crate) fn bind(listen: &Listen, owner: Option<RunAs>) -> anyhow::Result<Self> {
-        match listen {
-            Listen::Tcp(addr) => bind_tcp(*addr, false)
-                .map(Listener::Tcp)
-                .with_context(|| format!("cannot listen on {addr}")),
+        let bound = match listen {
+            Listen::Tcp(addr) => bind_tcp(*addr, false).map(Listener::Tcp),
             Listen::Unix { path, mode } => bind_unix(path, *mode, owner)
-                .map(|listener| Listener::Unix(listener, Some(path.clone())))
-                .with_context(|| format!("cannot listen on unix:{}", path.display())),
-        }
+                .map(|listener| Listener::Unix(listener, Some(path.clone()))),
+        };
+        bound.with_context(|| format!("cannot listen on {listen}"))
     }
 
     /// For `--reuse-port`: the address bound with SO_REUSEPORT but never listening, so the kernel routes no

@@ -386,19 +386,21 @@ fn serve_connection<S>(
     tokio::spawn(async move {
         // A client that vanishes mid-request is not the server's error; one that stalled is worth a line.
         if let Err(err) = connection.await {
-            if let Some(stalled) = stalled_writing(&err) {
+            if let Some(timeout) = timed_out(&err) {
                 let client = match peer {
                     Peer::Tcp { peer, .. } => peer.to_string(),
                     Peer::Unix => "a client of the UNIX socket".to_owned(),
                 };
-                eprintln!("rwsgi: {client}: {stalled}; connection closed");
+                eprintln!("rwsgi: {client}: {timeout}; connection closed");
             }
         }
     });
 }
 
-/// The `--socket-timeout` a connection ended with, if that is why it ended.
-fn stalled_writing<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+/// The `--header-timeout` or `--socket-timeout` a connection ended with, if that is why it ended (hyper
+/// ends an idle connection whose wait for a head ran out without an error: only a client that had begun,
+/// or stalled mid-request, is worth a line).
+fn timed_out<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
     let mut source = Some(err);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {

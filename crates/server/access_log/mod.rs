@@ -117,13 +117,7 @@ impl AccessLog {
             rwsgi_engine::Transport::Tcp { peer, local } => (Some(peer), Some(local)),
             rwsgi_engine::Transport::Unix => (None, None),
         };
-        let target = entry.uri.path_and_query().map_or_else(
-            || std::borrow::Cow::Owned(entry.uri.to_string()),
-            |pq| match entry.uri.scheme() {
-                None => std::borrow::Cow::Borrowed(pq.as_str()),
-                Some(_) => std::borrow::Cow::Owned(entry.uri.to_string()),
-            },
-        );
+        let target = crate::http::request_target(&entry.uri);
         // The wall clock, as Apache's %D: one clock for both ends, read at the end only if it is shown.
         let elapsed = match self.settings.format.shows_duration() {
             true => SystemTime::now()
@@ -145,7 +139,7 @@ impl AccessLog {
                 local,
                 method: entry.method.as_str(),
                 target: &target,
-                protocol: protocol(entry.version),
+                protocol: crate::http::protocol(entry.version),
                 status: entry.status,
                 bytes: entry.bytes,
                 elapsed,
@@ -208,14 +202,6 @@ fn open(target: &Target) -> anyhow::Result<File> {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open the access log {}", path.display())),
-    }
-}
-
-fn protocol(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "HTTP/0.9",
-        http::Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
     }
 }
 

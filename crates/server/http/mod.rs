@@ -155,18 +155,11 @@ async fn respond(
     peer: Peer,
     shared: &Shared,
 ) -> Response<ResponseBody> {
-    let target = match parts.uri.path_and_query() {
-        Some(pq) if parts.uri.scheme().is_none() => std::borrow::Cow::Borrowed(pq.as_str()),
-        _ => std::borrow::Cow::Owned(parts.uri.to_string()),
-    };
+    let target = request_target(&parts.uri);
     let mut vars = from_http(HttpRequest {
         method: parts.method.as_str(),
         target: target.as_bytes(),
-        protocol: if parts.version == Version::HTTP_10 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        },
+        protocol: protocol(parts.version),
         headers: parts
             .headers
             .iter()
@@ -221,6 +214,23 @@ async fn respond(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// The request target as the client sent it: the origin form (`/a%20b?x=1`) as is, an absolute URI whole.
+pub(crate) fn request_target(uri: &http::Uri) -> std::borrow::Cow<'_, str> {
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => std::borrow::Cow::Borrowed(pq.as_str()),
+        _ => std::borrow::Cow::Owned(uri.to_string()),
+    }
+}
+
+/// The client's own protocol version, as `SERVER_PROTOCOL` and the access log write it.
+pub(crate) fn protocol(version: Version) -> &'static str {
+    if version == Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    }
 }
 
 fn response(head: ResponseHead, body: ResponseBody) -> Response<ResponseBody> {
